@@ -1,0 +1,1 @@
+"""Thin commands that parse arguments and call the library."""

@@ -1,0 +1,36 @@
+"""The `w2v2` command: one sub-command per module listed in `COMMANDS`."""
+
+from __future__ import annotations
+
+import argparse
+import importlib
+import sys
+from typing import Optional, Sequence
+
+from w2v2.errors import W2v2Error
+
+# Each module defines `register(subparsers)`, which adds its parser and sets `func`.
+COMMANDS = ("w2v2.cli.prepare", "w2v2.cli.features")
+
+
+def build_parser() -> argparse.ArgumentParser:
+    """Return the parser of every `w2v2` sub-command."""
+    parser = argparse.ArgumentParser(prog="w2v2", description="wav2vec 2.0 toolkit")
+    subparsers = parser.add_subparsers(dest="command", required=True)
+    for name in COMMANDS:
+        importlib.import_module(name).register(subparsers)
+    return parser
+
+
+def main(argv: Optional[Sequence[str]] = None) -> int:
+    """Run one sub-command; user errors print one paragraph and exit with status 2."""
+    args = build_parser().parse_args(argv)
+    try:
+        return int(args.func(args) or 0)
+    except W2v2Error as error:
+        print(f"w2v2 {args.command}: error: {error}", file=sys.stderr)
+        return 2
+
+
+if __name__ == "__main__":
+    sys.exit(main())

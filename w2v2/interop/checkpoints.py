@@ -1,0 +1,137 @@
+"""Models in and out of fairseq's checkpoint layout; the state-dict keys are the same on both sides."""
+
+from __future__ import annotations
+
+import os
+import tempfile
+from pathlib import Path
+from typing import Any, Dict, Optional, Union
+
+import torch
+from torch import nn
+
+from w2v2.data.dictionary import Dictionary
+from w2v2.errors import W2v2Error
+from w2v2.interop.fairseq_config import config_from_checkpoint, pretraining_config_of
+from w2v2.interop.safe_load import as_fairseq_dictionary, load_checkpoint_file, pickled_as_fairseq_dictionary
+from w2v2.models.config import Wav2Vec2Config, Wav2Vec2CtcConfig
+from w2v2.models.ctc import Wav2Vec2Ctc
+from w2v2.models.wav2vec2 import Wav2Vec2Model
+
+Model = Union[Wav2Vec2Model, Wav2Vec2Ctc]
+
+
+def load_model(path: Union[str, os.PathLike], *, trusted: bool = False) -> Model:
+    """The model stored in a fairseq (or w2v2) checkpoint, in eval mode.
+
+    The returned model carries `fairseq_cfg` (the file's config groups) and, for CTC models,
+    `dictionary` (the target letters, when the file stores them).
+    """
+    state = load_checkpoint_file(path, trusted=trusted)
+    cfg = config_from_checkpoint(state, str(path))
+    model = build_model(cfg, str(path), state["model"], trusted=trusted)
+    load_state(model, state["model"], str(path))
+    model.fairseq_cfg = cfg
+    if isinstance(model, Wav2Vec2Ctc):
+        model.dictionary = (state.get("task_state") or {}).get("target_dictionary")
+    return model.eval()
+
+
+def build_model(cfg: Dict[str, Any], where: str, weights: Optional[Dict[str, torch.Tensor]] = None,
+                trusted: bool = False) -> Model:
+    """A freshly initialised model for a config dict of groups."""
+    group = cfg.get("model") or {}
+    name = group.get("_name")
+    if name == "wav2vec2":
+        return Wav2Vec2Model(Wav2Vec2Config.from_dict(group))
+    if name == "wav2vec_ctc":
+        ctc_cfg = Wav2Vec2CtcConfig.from_dict(group)
+        pretraining = pretraining_config_of(group, where)
+        if pretraining is None:
+            if not ctc_cfg.w2v_path:
+                raise W2v2Error(f"{where}: `model.w2v_args` and `model.w2v_path` are both empty.")
+            pretraining = config_from_checkpoint(load_checkpoint_file(ctc_cfg.w2v_path, trusted), ctc_cfg.w2v_path)
+        pretrained = Wav2Vec2Config.from_dict(pretraining["model"], where="model.w2v_args.model")
+        if weights is None or "w2v_encoder.proj.weight" not in weights:
+            raise W2v2Error(f"{where}: the output size is unknown (no `w2v_encoder.proj.weight`).")
+        return Wav2Vec2Ctc(ctc_cfg, pretrained, weights["w2v_encoder.proj.weight"].size(0))
+    raise W2v2Error(f"{where}: `model._name` must be 'wav2vec2' or 'wav2vec_ctc', but is {name!r} instead.")
+
+
+def load_state(model: nn.Module, weights: Dict[str, torch.Tensor], where: str) -> None:
+    """Copy `weights` into `model` key by key, with shape checks; mismatches name the keys."""
+    own = model.state_dict()
+    missing = [k for k in own if k not in weights]
+    unexpected = [k for k in weights if k not in own]
+    wrong = [f"{k} {tuple(weights[k].shape)} vs {tuple(v.shape)}" for k, v in own.items()
+             if k in weights and weights[k].shape != v.shape]
+    if missing or unexpected or wrong:
+        parts = [f"{label}: {', '.join(items[:5])}{' …' if len(items) > 5 else ''}"
+                 for label, items in (("missing keys", missing), ("unexpected keys", unexpected),
+                                      ("shape mismatches (file vs model)", wrong)) if items]
+        raise W2v2Error(f"{where}: the weights do not fit the model its config describes; " + "; ".join(parts) + ".")
+    model.load_state_dict(weights, strict=True)
+
+
+def model_config(model: Model) -> Dict[str, Any]:
+    """The `model` group fairseq needs to rebuild `model`."""
+    if isinstance(model, Wav2Vec2Ctc):
+        pretraining = getattr(model, "fairseq_cfg", {}).get("model", {}).get("w2v_args")
+        if pretraining is None:
+            pretraining = {"task": {"_name": "audio_pretraining", "normalize": model.cfg.normalize},
+                           "model": {"_name": "wav2vec2", **model.pretrained_cfg.to_dict()}}
+        return {"_name": "wav2vec_ctc", **model.cfg.to_dict(), "w2v_args": pretraining}
+    return {"_name": "wav2vec2", **model.cfg.to_dict()}
+
+
+def save_checkpoint(
+    path: Union[str, os.PathLike],
+    model: Model,
+    cfg: Optional[Dict[str, Any]] = None,
+    *,
+    dictionary: Optional[Dictionary] = None,
+    num_updates: int = 0,
+    optimizer_state: Optional[Dict[str, Any]] = None,
+    extra_state: Optional[Dict[str, Any]] = None,
+) -> None:
+    """Write `model` in fairseq's checkpoint layout, atomically (temporary file, then rename)."""
+    groups = dict(cfg if cfg is not None else getattr(model, "fairseq_cfg", None) or {})
+    groups["model"] = model_config(model)
+    groups.setdefault("task", {"_name": "audio_finetuning" if isinstance(model, Wav2Vec2Ctc) else "audio_pretraining"})
+    dictionary = dictionary if dictionary is not None else getattr(model, "dictionary", None)
+    extra = {"train_iterator": {"epoch": 1, "iterations_in_epoch": 0, "shuffle": True}, "val_loss": None,
+             "best": None, "metrics": {}, "previous_training_time": 0.0}
+    extra.update(extra_state or {})
+    state = {
+        "args": None,
+        "cfg": groups,
+        "model": model.state_dict(),
+        "criterion": None,
+        "optimizer_history": [{
+            "criterion_name": "CtcCriterion" if isinstance(model, Wav2Vec2Ctc) else "Wav2vecCriterion",
+            "optimizer_name": "FairseqAdam", "lr_scheduler_state": {"best": None}, "num_updates": num_updates,
+        }],
+        "task_state": {},
+        "extra_state": extra,
+        "last_optimizer_state": optimizer_state,
+    }
+    with pickled_as_fairseq_dictionary() as stand_in:
+        if dictionary is not None:
+            state["task_state"] = {"target_dictionary": as_fairseq_dictionary(dictionary, stand_in)}
+        atomic_torch_save(state, Path(path))
+
+
+def atomic_torch_save(obj: Any, path: Path) -> None:
+    """`torch.save` to a temporary file beside `path`, then rename it into place."""
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        fd, tmp = tempfile.mkstemp(prefix=path.name + ".", suffix=".tmp", dir=path.parent)
+    except OSError as error:
+        raise W2v2Error(f"cannot write checkpoint {path}: {error.strerror}.") from error
+    try:
+        with os.fdopen(fd, "wb") as handle:
+            torch.save(obj, handle)
+        os.replace(tmp, path)
+    except BaseException:
+        os.unlink(tmp)
+        raise

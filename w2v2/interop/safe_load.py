@@ -1,0 +1,90 @@
+"""Loading checkpoint files without running code from them (`weights_only` plus a short allow-list)."""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import os
+import pickle
+import sys
+import types
+from pathlib import Path
+from typing import Any, Dict, Iterator
+
+import torch
+
+from w2v2.data.dictionary import Dictionary
+from w2v2.errors import W2v2Error
+
+FAIRSEQ_DICTIONARY = "fairseq.data.dictionary.Dictionary"
+# What a fairseq checkpoint may pickle besides tensors and builtins.
+ALLOWED = [argparse.Namespace, (Dictionary, FAIRSEQ_DICTIONARY)]
+
+
+class _StandInUnpickler(pickle.Unpickler):
+    """Full unpickler for trusted files that maps fairseq's Dictionary to ours (fairseq need not be installed)."""
+
+    def find_class(self, module: str, name: str) -> Any:
+        if f"{module}.{name}" == FAIRSEQ_DICTIONARY:
+            return Dictionary
+        return super().find_class(module, name)
+
+
+_trusted_pickle = types.SimpleNamespace(Unpickler=_StandInUnpickler, load=pickle.load, __name__="pickle")
+
+
+def load_checkpoint_file(path: str | os.PathLike, trusted: bool = False) -> Dict[str, Any]:
+    """The checkpoint dict at `path`; anything beyond the allow-list needs `trusted=True`."""
+    path = Path(path)
+    if not path.is_file():
+        raise W2v2Error(f"checkpoint {path} does not exist.")
+    try:
+        with torch.serialization.safe_globals(ALLOWED):
+            state = torch.load(path, map_location="cpu", weights_only=True)
+    except pickle.UnpicklingError as error:
+        if not trusted:
+            reason = str(error).split("WeightsUnpickler error:")[-1].strip().splitlines()[0]
+            raise W2v2Error(
+                f"checkpoint {path} holds objects outside the safe allow-list (tensors, argparse.Namespace, "
+                f"fairseq's Dictionary): {reason} Loading it could run arbitrary code, so it was refused. "
+                "If you trust where the file came from, pass trusted=True (or --trust-checkpoint)."
+            ) from error
+        state = _load_trusted(path)
+    except (RuntimeError, EOFError, OSError, ValueError) as error:
+        raise W2v2Error(f"checkpoint {path} is not a readable PyTorch checkpoint: {error}") from error
+    if not isinstance(state, dict) or "model" not in state:
+        raise W2v2Error(f"checkpoint {path} must be a dict with a 'model' state dict, but it is not.")
+    return state
+
+
+def _load_trusted(path: Path) -> Dict[str, Any]:
+    try:
+        return torch.load(path, map_location="cpu", weights_only=False, pickle_module=_trusted_pickle)
+    except Exception as error:  # a trusted file may fail in any way unpickling can
+        raise W2v2Error(f"checkpoint {path} could not be unpickled even as trusted: {error}") from error
+
+
+@contextlib.contextmanager
+def pickled_as_fairseq_dictionary() -> Iterator[type]:
+    """A Dictionary subclass that pickles under fairseq's class name, so fairseq can read our files."""
+    stand_in = type("Dictionary", (Dictionary,), {"__module__": "fairseq.data.dictionary"})
+    names = ("fairseq", "fairseq.data", "fairseq.data.dictionary")
+    saved = {name: sys.modules.get(name) for name in names}
+    for name in names:
+        sys.modules[name] = types.ModuleType(name)
+    sys.modules["fairseq.data.dictionary"].Dictionary = stand_in  # type: ignore[attr-defined]
+    try:
+        yield stand_in
+    finally:
+        for name, module in saved.items():
+            if module is None:
+                del sys.modules[name]
+            else:
+                sys.modules[name] = module
+
+
+def as_fairseq_dictionary(dictionary: Dictionary, stand_in: type) -> Dictionary:
+    """A copy of `dictionary` whose class is the stand-in from `pickled_as_fairseq_dictionary`."""
+    copy = stand_in.__new__(stand_in)
+    copy.__dict__.update(vars(dictionary))
+    return copy

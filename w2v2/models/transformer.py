@@ -1,0 +1,165 @@
+"""The context network: positional convolution plus a post-LN (BASE) or pre-LN (LARGE) Transformer."""
+
+from __future__ import annotations
+
+import math
+from typing import List, Optional, Tuple
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from w2v2.models.config import Wav2Vec2Config
+
+# (layer output (T, B, C), fc2 output before dropout and residual (T, B, C)) per layer
+LayerResult = Tuple[torch.Tensor, torch.Tensor]
+
+
+class WeightNormConv1d(nn.Module):
+    """Conv1d whose weight is `weight_v` scaled to norm `weight_g`, the norm taken per kernel tap.
+
+    Parameter names and order (`bias`, `weight_g`, `weight_v`) are those of fairseq checkpoints,
+    which used the old `torch.nn.utils.weight_norm(conv, dim=2)`.
+    """
+
+    def __init__(self, channels: int, kernel: int, groups: int) -> None:
+        super().__init__()
+        self.padding, self.groups = kernel // 2, groups
+        weight = torch.empty(channels, channels // groups, kernel)
+        nn.init.normal_(weight, mean=0.0, std=math.sqrt(4.0 / (kernel * channels)))
+        self.bias = nn.Parameter(torch.zeros(channels))
+        self.weight_g = nn.Parameter(weight.norm(dim=(0, 1), keepdim=True))
+        self.weight_v = nn.Parameter(weight)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        weight = torch._weight_norm(self.weight_v, self.weight_g, 2)
+        return F.conv1d(x, weight, self.bias, padding=self.padding, groups=self.groups)
+
+
+class SamePad(nn.Module):
+    """Drop the extra last frame an even kernel with padding k//2 produces."""
+
+    def __init__(self, kernel: int) -> None:
+        super().__init__()
+        self.remove = 1 if kernel % 2 == 0 else 0
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return x[:, :, : -self.remove] if self.remove else x
+
+
+class MultiheadAttention(nn.Module):
+    """Self-attention with fairseq's k/v/q/out projections (in that key order)."""
+
+    def __init__(self, dim: int, heads: int, dropout: float) -> None:
+        super().__init__()
+        self.heads, self.dropout = heads, dropout
+        self.k_proj = nn.Linear(dim, dim)
+        self.v_proj = nn.Linear(dim, dim)
+        self.q_proj = nn.Linear(dim, dim)
+        self.out_proj = nn.Linear(dim, dim)
+
+    def forward(self, x: torch.Tensor, key_padding_mask: Optional[torch.Tensor]) -> torch.Tensor:
+        tsz, bsz, dim = x.shape
+
+        def split_heads(t: torch.Tensor) -> torch.Tensor:  # (T, B, C) -> (B, H, T, C/H)
+            return t.view(tsz, bsz, self.heads, dim // self.heads).permute(1, 2, 0, 3)
+
+        q, k, v = split_heads(self.q_proj(x)), split_heads(self.k_proj(x)), split_heads(self.v_proj(x))
+        allowed = None if key_padding_mask is None else ~key_padding_mask[:, None, None, :]
+        dropout = self.dropout if self.training else 0.0
+        out = F.scaled_dot_product_attention(q, k, v, attn_mask=allowed, dropout_p=dropout)
+        return self.out_proj(out.permute(2, 0, 1, 3).reshape(tsz, bsz, dim))
+
+
+class TransformerSentenceEncoderLayer(nn.Module):
+    """One Transformer layer; `layer_norm_first` picks pre-LN over post-LN."""
+
+    def __init__(self, cfg: Wav2Vec2Config) -> None:
+        super().__init__()
+        dim = cfg.encoder_embed_dim
+        self.layer_norm_first = cfg.layer_norm_first
+        self.self_attn = MultiheadAttention(dim, cfg.encoder_attention_heads, cfg.attention_dropout)
+        self.dropout1 = nn.Dropout(cfg.dropout)
+        self.dropout2 = nn.Dropout(cfg.activation_dropout)
+        self.dropout3 = nn.Dropout(cfg.dropout)
+        self.self_attn_layer_norm = nn.LayerNorm(dim)
+        self.fc1 = nn.Linear(dim, cfg.encoder_ffn_embed_dim)
+        self.fc2 = nn.Linear(cfg.encoder_ffn_embed_dim, dim)
+        self.final_layer_norm = nn.LayerNorm(dim)
+
+    def _ffn(self, x: torch.Tensor) -> torch.Tensor:
+        return self.fc2(self.dropout2(F.gelu(self.fc1(x))))
+
+    def forward(self, x: torch.Tensor, padding_mask: Optional[torch.Tensor]) -> LayerResult:
+        if self.layer_norm_first:
+            x = x + self.dropout1(self.self_attn(self.self_attn_layer_norm(x), padding_mask))
+            ffn = self._ffn(self.final_layer_norm(x))
+            return x + self.dropout3(ffn), ffn
+        x = self.self_attn_layer_norm(x + self.dropout1(self.self_attn(x, padding_mask)))
+        ffn = self._ffn(x)
+        return self.final_layer_norm(x + self.dropout3(ffn)), ffn
+
+
+def init_bert_params(module: nn.Module) -> None:
+    """fairseq's init for the Transformer: every Linear normal(0, 0.02) with zero bias."""
+    if isinstance(module, nn.Linear):
+        nn.init.normal_(module.weight, mean=0.0, std=0.02)
+        if module.bias is not None:
+            nn.init.zeros_(module.bias)
+
+
+class TransformerEncoder(nn.Module):
+    """(B, T, C) features -> (B, T, C) context vectors, with per-layer results."""
+
+    def __init__(self, cfg: Wav2Vec2Config) -> None:
+        super().__init__()
+        self.dropout = cfg.dropout
+        self.required_seq_len_multiple = cfg.required_seq_len_multiple
+        self.pos_conv = nn.Sequential(
+            WeightNormConv1d(cfg.encoder_embed_dim, cfg.conv_pos, cfg.conv_pos_groups), SamePad(cfg.conv_pos), nn.GELU()
+        )
+        self.layers = nn.ModuleList(TransformerSentenceEncoderLayer(cfg) for _ in range(cfg.encoder_layers))
+        self.layer_norm_first = cfg.layer_norm_first
+        self.layer_norm = nn.LayerNorm(cfg.encoder_embed_dim)
+        self.layerdrop = cfg.encoder_layerdrop
+        self.apply(init_bert_params)
+
+    def forward(
+        self, x: torch.Tensor, padding_mask: Optional[torch.Tensor] = None, layer: Optional[int] = None
+    ) -> Tuple[torch.Tensor, List[LayerResult]]:
+        """Run the layers (up to and including `layer`, if given); LayerDrop skips layers in training."""
+        if padding_mask is not None:
+            x = x.masked_fill(padding_mask.unsqueeze(-1), 0.0)
+        x = x + self.pos_conv(x.transpose(1, 2)).transpose(1, 2)
+        if not self.layer_norm_first:
+            x = self.layer_norm(x)
+        x, padding_mask, pad_length = self._pad_time(x, padding_mask)
+        x = F.dropout(x, p=self.dropout, training=self.training)
+        x = x.transpose(0, 1)  # (B, T, C) -> (T, B, C)
+        results: List[LayerResult] = []
+        for i, block in enumerate(self.layers):
+            if not self.training or self.layerdrop == 0 or float(torch.rand(())) > self.layerdrop:
+                x, ffn = block(x, padding_mask)
+                results.append((x, ffn))
+            if i == layer:
+                break
+        if self.layer_norm_first and layer is None:
+            x = self.layer_norm(x)
+        x = x.transpose(0, 1)  # (T, B, C) -> (B, T, C)
+        if pad_length:
+            x = x[:, :-pad_length]
+            results = [(a[:-pad_length], b[:-pad_length]) for a, b in results]
+        return x, results
+
+    def _pad_time(
+        self, x: torch.Tensor, padding_mask: Optional[torch.Tensor]
+    ) -> Tuple[torch.Tensor, Optional[torch.Tensor], int]:
+        """Pad T to a multiple of `required_seq_len_multiple` (fast kernels like even lengths)."""
+        pad_length = -x.size(1) % self.required_seq_len_multiple
+        if not pad_length:
+            return x, padding_mask, 0
+        if padding_mask is None:
+            padding_mask = x.new_zeros(x.shape[:2], dtype=torch.bool)
+        x = F.pad(x, (0, 0, 0, pad_length))
+        padding_mask = F.pad(padding_mask, (0, pad_length), value=True)
+        return x, padding_mask, pad_length
