@@ -42,8 +42,10 @@ def load_checkpoint_file(path: str | os.PathLike, trusted: bool = False) -> Dict
         with torch.serialization.safe_globals(ALLOWED):
             state = torch.load(path, map_location="cpu", weights_only=True)
     except pickle.UnpicklingError as error:
+        if "GLOBAL" not in str(error):
+            raise W2v2Error(f"checkpoint {path} is not a readable PyTorch checkpoint: {error}") from error
         if not trusted:
-            reason = str(error).split("WeightsUnpickler error:")[-1].strip().splitlines()[0]
+            reason = next(line for line in str(error).splitlines() if "GLOBAL" in line).strip()
             raise W2v2Error(
                 f"checkpoint {path} holds objects outside the safe allow-list (tensors, argparse.Namespace, "
                 f"fairseq's Dictionary): {reason} Loading it could run arbitrary code, so it was refused. "

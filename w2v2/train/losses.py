@@ -44,7 +44,7 @@ def contrastive_loss(
                             "sample_size": sample_size}
     for key in ("prob_perplexity", "code_perplexity", "temp"):
         if key in net_output:
-            logs[key] = float(net_output[key])
+            logs[key] = float(net_output[key].detach()) if torch.is_tensor(net_output[key]) else float(net_output[key])
     if len(terms) > 1:
         logs.update({f"loss_{i}": t.item() for i, t in enumerate(terms)})
     logs["correct"], logs["count"] = contrastive_accuracy(logits)

@@ -1,0 +1,48 @@
+"""`w2v2 features`: write wav2vec 2.0 features of audio files as .npy arrays."""
+
+from __future__ import annotations
+
+import argparse
+import os
+from pathlib import Path
+
+import numpy as np
+from tqdm import tqdm
+
+from w2v2.data.audio import read_audio
+from w2v2.errors import W2v2Error
+from w2v2.inference.features import extract_features
+from w2v2.interop.checkpoints import load_model
+
+
+def register(subparsers: argparse._SubParsersAction) -> None:
+    parser = subparsers.add_parser("features", help="extract features of audio files to .npy (T x C)")
+    parser.add_argument("--checkpoint", required=True, help="fairseq or w2v2 checkpoint (pretrained or fine-tuned)")
+    parser.add_argument("audio", nargs="+", help="16 kHz audio files (wav, flac, ogg)")
+    parser.add_argument("--output-dir", required=True, help="where to write one NAME.npy per input")
+    parser.add_argument("--layer", type=int, default=None, help="Transformer layer (0-based); default: the output")
+    parser.add_argument("--trust-checkpoint", action="store_true", help="allow a checkpoint with arbitrary pickles")
+    parser.set_defaults(func=run)
+
+
+def run(args: argparse.Namespace) -> int:
+    model = load_model(args.checkpoint, trusted=args.trust_checkpoint)
+    out_dir = Path(args.output_dir)
+    try:
+        out_dir.mkdir(parents=True, exist_ok=True)
+    except OSError as error:
+        raise W2v2Error(f"`--output-dir` {out_dir} cannot be created: {error.strerror}.") from error
+    names = [Path(p).stem for p in args.audio]
+    if len(set(names)) != len(names):
+        raise W2v2Error("two inputs share a file name, so their .npy outputs would overwrite each other.")
+    frames = 0
+    for path, name in zip(tqdm(args.audio, desc="features", unit="file"), names):
+        features = extract_features(model, read_audio(path), args.layer)
+        target = out_dir / f"{name}.npy"
+        tmp = out_dir / f"{name}.npy.tmp"
+        with open(tmp, "wb") as handle:
+            np.save(handle, features)
+        os.replace(tmp, target)
+        frames += features.shape[0]
+    print(f"wrote {len(names)} feature files ({frames} frames, dim {features.shape[1]}) to {out_dir}")
+    return 0
