@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+from collections import Counter
 from pathlib import Path
 from typing import Iterable, List, Sequence, Tuple
 
@@ -113,3 +114,10 @@ class Dictionary:
             ids = ids.tolist()
         skip = {self.bos_index, self.eos_index}
         return " ".join(self[i] for i in ids if i not in skip)
+
+
+def dictionary_from_lines(lines: Iterable[str]) -> Dictionary:
+    """Count the whitespace-separated symbols of label lines: most frequent first, ties alphabetical."""
+    counts = Counter(symbol for line in lines for symbol in line.split())
+    ordered = sorted(counts.items(), key=lambda item: (-item[1], item[0]))
+    return Dictionary([symbol for symbol, _ in ordered], [count for _, count in ordered])

@@ -95,6 +95,22 @@ def save_checkpoint(
     extra_state: Optional[Dict[str, Any]] = None,
 ) -> None:
     """Write `model` in fairseq's checkpoint layout, atomically (temporary file, then rename)."""
+    state = checkpoint_dict(model, cfg, dictionary=dictionary, num_updates=num_updates,
+                            optimizer_state=optimizer_state, extra_state=extra_state)
+    atomic_torch_save(state, Path(path))
+
+
+def checkpoint_dict(
+    model: Model,
+    cfg: Optional[Dict[str, Any]] = None,
+    *,
+    dictionary: Optional[Dictionary] = None,
+    num_updates: int = 0,
+    lr_scheduler_state: Optional[Dict[str, Any]] = None,
+    optimizer_state: Optional[Dict[str, Any]] = None,
+    extra_state: Optional[Dict[str, Any]] = None,
+) -> Dict[str, Any]:
+    """fairseq's checkpoint dict for `model` and the config groups `cfg` (default: the model's own)."""
     groups = dict(cfg if cfg is not None else getattr(model, "fairseq_cfg", None) or {})
     groups["model"] = model_config(model)
     groups.setdefault("task", {"_name": "audio_finetuning" if isinstance(model, Wav2Vec2Ctc) else "audio_pretraining"})
@@ -102,23 +118,23 @@ def save_checkpoint(
     extra = {"train_iterator": {"epoch": 1, "iterations_in_epoch": 0, "shuffle": True}, "val_loss": None,
              "best": None, "metrics": {}, "previous_training_time": 0.0}
     extra.update(extra_state or {})
-    state = {
+    task_state: Dict[str, Any] = {}
+    if dictionary is not None:
+        task_state["target_dictionary"] = as_fairseq_dictionary(dictionary)
+    return {
         "args": None,
         "cfg": groups,
         "model": model.state_dict(),
         "criterion": None,
         "optimizer_history": [{
             "criterion_name": "CtcCriterion" if isinstance(model, Wav2Vec2Ctc) else "Wav2vecCriterion",
-            "optimizer_name": "FairseqAdam", "lr_scheduler_state": {"best": None}, "num_updates": num_updates,
+            "optimizer_name": "FairseqAdam", "lr_scheduler_state": lr_scheduler_state or {"best": None},
+            "num_updates": num_updates,
         }],
-        "task_state": {},
+        "task_state": task_state,
         "extra_state": extra,
         "last_optimizer_state": optimizer_state,
     }
-    with pickled_as_fairseq_dictionary() as stand_in:
-        if dictionary is not None:
-            state["task_state"] = {"target_dictionary": as_fairseq_dictionary(dictionary, stand_in)}
-        atomic_torch_save(state, Path(path))
 
 
 def atomic_torch_save(obj: Any, path: Path) -> None:
@@ -129,7 +145,7 @@ def atomic_torch_save(obj: Any, path: Path) -> None:
     except OSError as error:
         raise W2v2Error(f"cannot write checkpoint {path}: {error.strerror}.") from error
     try:
-        with os.fdopen(fd, "wb") as handle:
+        with os.fdopen(fd, "wb") as handle, pickled_as_fairseq_dictionary():
             torch.save(obj, handle)
         os.replace(tmp, path)
     except BaseException:

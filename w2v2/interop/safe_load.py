@@ -66,17 +66,28 @@ def _load_trusted(path: Path) -> Dict[str, Any]:
         raise W2v2Error(f"checkpoint {path} could not be unpickled even as trusted: {error}") from error
 
 
+class FairseqDictionary(Dictionary):
+    """Our Dictionary under fairseq's class path, so that fairseq can unpickle the files we write.
+
+    It pickles as `fairseq.data.dictionary.Dictionary` (with the attributes fairseq's class has) and
+    is only ever pickled inside `pickled_as_fairseq_dictionary()`.
+    """
+
+
+FairseqDictionary.__module__ = "fairseq.data.dictionary"
+FairseqDictionary.__qualname__ = "Dictionary"
+
+
 @contextlib.contextmanager
-def pickled_as_fairseq_dictionary() -> Iterator[type]:
-    """A Dictionary subclass that pickles under fairseq's class name, so fairseq can read our files."""
-    stand_in = type("Dictionary", (Dictionary,), {"__module__": "fairseq.data.dictionary"})
+def pickled_as_fairseq_dictionary() -> Iterator[None]:
+    """Make `fairseq.data.dictionary.Dictionary` resolve to `FairseqDictionary` while pickling."""
     names = ("fairseq", "fairseq.data", "fairseq.data.dictionary")
     saved = {name: sys.modules.get(name) for name in names}
     for name in names:
         sys.modules[name] = types.ModuleType(name)
-    sys.modules["fairseq.data.dictionary"].Dictionary = stand_in  # type: ignore[attr-defined]
+    sys.modules["fairseq.data.dictionary"].Dictionary = FairseqDictionary  # type: ignore[attr-defined]
     try:
-        yield stand_in
+        yield
     finally:
         for name, module in saved.items():
             if module is None:
@@ -85,8 +96,8 @@ def pickled_as_fairseq_dictionary() -> Iterator[type]:
                 sys.modules[name] = module
 
 
-def as_fairseq_dictionary(dictionary: Dictionary, stand_in: type) -> Dictionary:
-    """A copy of `dictionary` whose class is the stand-in from `pickled_as_fairseq_dictionary`."""
-    copy = stand_in.__new__(stand_in)
+def as_fairseq_dictionary(dictionary: Dictionary) -> Dictionary:
+    """A copy of `dictionary` that pickles under fairseq's class name."""
+    copy = FairseqDictionary.__new__(FairseqDictionary)
     copy.__dict__.update(vars(dictionary))
     return copy

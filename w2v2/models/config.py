@@ -38,8 +38,8 @@ class _FromDict:
         return config
 
     def to_dict(self) -> dict:
-        """Plain nested dict, as fairseq stores a config group in a checkpoint."""
-        return dataclasses.asdict(self)
+        """Plain nested dict, as fairseq stores a config group in a checkpoint (tuples as lists)."""
+        return {k: list(v) if isinstance(v, tuple) else v for k, v in dataclasses.asdict(self).items()}
 
     def validate(self, where: str) -> None:
         """Normalise string-typed fields and check values; raises W2v2Error."""

@@ -1,0 +1,109 @@
+"""`w2v2-hydra-train` (alias `fairseq-hydra-train`): train from a fairseq-format YAML config.
+
+    w2v2-hydra-train --config-dir DIR --config-name NAME [key=value | +key=value | ~key ...]
+
+One process per device: under `torchrun` each process takes its rank from the environment; without
+it, `distributed_training.distributed_world_size=N` starts N local processes through torchrun's
+Python API (torch.distributed.launcher), as fairseq users expect.
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import os
+import sys
+import uuid
+from pathlib import Path
+from typing import List, Optional, Sequence
+
+from w2v2.errors import W2v2Error
+from w2v2.train.config_loading import LoadedConfig, load_train_config
+from w2v2.train.progress import setup_console_logging
+
+logger = logging.getLogger("w2v2.train")
+
+# Config values that name files; made absolute against the directory the command ran from.
+PATH_KEYS = (("task", "data"), ("model", "w2v_path"), ("checkpoint", "finetune_from_model"),
+             ("common", "tensorboard_logdir"))
+
+
+def parse_args(argv: Optional[Sequence[str]]) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(prog="w2v2-hydra-train", description=__doc__.split("\n\n")[0])
+    parser.add_argument("--config-dir", "-cd", default=None, help="folder of YAML configs (default: bundled recipes)")
+    parser.add_argument("--config-path", "-cp", default=None, help="same as --config-dir (Hydra's other name)")
+    parser.add_argument("--config-name", "-cn", required=True, help="config file name without .yaml")
+    parser.add_argument("overrides", nargs="*", help="Hydra overrides: key=value, +key=value, ~key")
+    return parser.parse_args(argv)
+
+
+def load(args: argparse.Namespace, cwd: str) -> LoadedConfig:
+    """The validated config with file paths made absolute against `cwd`."""
+    loaded = load_train_config(args.config_dir or args.config_path, args.config_name, list(args.overrides))
+    for group, key in PATH_KEYS:
+        section = getattr(loaded.cfg, group)
+        value = getattr(section, key, None)
+        if isinstance(value, str) and value and not os.path.isabs(value):
+            setattr(section, key, os.path.join(cwd, os.path.expanduser(value)))
+    if not os.path.isabs(loaded.run_dir):
+        loaded.run_dir = os.path.join(cwd, loaded.run_dir)
+    return loaded
+
+
+def run_worker(argv: List[str], cwd: str) -> float:
+    """Train as one process (rank from the environment); returns the best validation metric."""
+    from w2v2.train.loop import train  # imports torch and the models: only in processes that train
+
+    args = parse_args(argv)
+    loaded = load(args, cwd)
+    run_dir = Path(loaded.run_dir)
+    rank = int(os.environ.get("RANK", "0"))
+    if rank == 0:
+        run_dir.mkdir(parents=True, exist_ok=True)
+        _write_config(loaded, run_dir)
+    setup_console_logging(run_dir / "hydra_train.log" if rank == 0 else None, rank)
+    logger.info("config %s, run directory %s", loaded.config_path, run_dir)
+    summary = train(loaded.cfg, run_dir)
+    return summary.best if summary.best is not None else float("nan")
+
+
+def _write_config(loaded: LoadedConfig, run_dir: Path) -> None:
+    """`.hydra/config.yaml` in the run directory, as Hydra leaves it, for the record."""
+    from omegaconf import OmegaConf
+
+    target = run_dir / ".hydra" / "config.yaml"
+    target.parent.mkdir(exist_ok=True)
+    tmp = target.with_suffix(".yaml.tmp")
+    tmp.write_text(OmegaConf.to_yaml(OmegaConf.create(loaded.cfg.to_dict())), encoding="utf-8")
+    os.replace(tmp, target)
+
+
+def spawn(argv: List[str], cwd: str, nprocs: int) -> None:
+    """Start `nprocs` local processes with torchrun's launcher (elastic, single node)."""
+    from torch.distributed.launcher.api import LaunchConfig, elastic_launch
+
+    config = LaunchConfig(min_nodes=1, max_nodes=1, nproc_per_node=nprocs, run_id=str(uuid.uuid4()),
+                          rdzv_backend="c10d", rdzv_endpoint="127.0.0.1:0", max_restarts=0, monitor_interval=1)
+    elastic_launch(config, run_worker)(argv, cwd)
+
+
+def main(argv: Optional[Sequence[str]] = None) -> int:
+    """Entry point of `w2v2-hydra-train` and `fairseq-hydra-train`."""
+    argv = list(sys.argv[1:] if argv is None else argv)
+    cwd = os.getcwd()
+    try:
+        args = parse_args(argv)
+        loaded = load(args, cwd)
+        world = loaded.cfg.distributed_training.distributed_world_size
+        if world > 1 and "WORLD_SIZE" not in os.environ:
+            spawn(argv, cwd, world)
+        else:
+            run_worker(argv, cwd)
+    except W2v2Error as error:
+        print(f"w2v2-hydra-train: error: {error}", file=sys.stderr)
+        return 2
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

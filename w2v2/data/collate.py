@@ -1,0 +1,69 @@
+"""Turning a list of dataset items into a fairseq-shaped batch: crop (pretraining) or pad (fine-tuning).
+
+An item is a dict with `id` (int), `epoch` (int), `repeated` (bool), `source` (1-D float tensor) and,
+for fine-tuning, `target` (1-D long tensor). Batches are the dicts fairseq's criteria read, plus
+`audio_seconds`, `padding_fraction` and `cropped_fraction` for logging and `repeated` (True for a
+batch the sampler repeated to even out ranks).
+"""
+
+from __future__ import annotations
+
+from typing import Any, Dict, Sequence
+
+import numpy as np
+import torch
+
+Item = Dict[str, Any]
+Batch = Dict[str, Any]
+
+
+def crop_offset(seed: int, epoch: int, index: int, excess: int) -> int:
+    """Start of a random crop that removes `excess` samples, the same for every (seed, epoch, index)."""
+    return int(np.random.default_rng((seed, epoch, index)).integers(0, excess + 1))
+
+
+def collate_cropped(items: Sequence[Item], max_sample_size: int, seed: int, sample_rate: int) -> Batch:
+    """Pretraining batch: every source cropped to `min(shortest, max_sample_size)`; no padding."""
+    size = min(min(len(item["source"]) for item in items), max_sample_size)
+    crops = []
+    for item in items:
+        start = crop_offset(seed, item["epoch"], item["id"], len(item["source"]) - size)
+        crops.append(item["source"][start : start + size])
+    source = torch.stack(crops)
+    return _batch(items, {"source": source}, kept=source.numel(), sample_rate=sample_rate)
+
+
+def collate_padded(items: Sequence[Item], pad_index: int, sample_rate: int) -> Batch:
+    """Fine-tuning batch: sources zero-padded to the longest (mask True = padding), targets padded."""
+    source, lengths = pad_sequences([item["source"] for item in items], 0)
+    # (B, T): True where the column lies past the utterance's end.
+    padding_mask = torch.arange(source.shape[1])[None, :] >= lengths[:, None]
+    net_input = {"source": source, "padding_mask": padding_mask}
+    batch = _batch(items, net_input, kept=int(lengths.sum()), sample_rate=sample_rate)
+    target, target_lengths = pad_sequences([item["target"] for item in items], pad_index)
+    batch.update(target=target, target_lengths=target_lengths, ntokens=int(target_lengths.sum()))
+    return batch
+
+
+def pad_sequences(sequences: Sequence[torch.Tensor], pad_value: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """(B × longest tensor right-padded with `pad_value`, lengths) of 1-D tensors."""
+    lengths = torch.tensor([len(sequence) for sequence in sequences], dtype=torch.long)
+    padded = torch.full((len(sequences), int(lengths.max())), pad_value, dtype=sequences[0].dtype)
+    for row, sequence in enumerate(sequences):
+        padded[row, : len(sequence)] = sequence
+    return padded, lengths
+
+
+def _batch(items: Sequence[Item], net_input: Dict[str, torch.Tensor], kept: int, sample_rate: int) -> Batch:
+    """The batch dict around `net_input`; `kept` counts the real (unpadded, uncropped) samples in it."""
+    loaded = sum(len(item["source"]) for item in items)
+    slots = net_input["source"].numel()
+    return {
+        "id": torch.tensor([item["id"] for item in items], dtype=torch.long),
+        "net_input": net_input,
+        "nsentences": len(items),
+        "audio_seconds": kept / sample_rate,
+        "padding_fraction": 1.0 - kept / slots if slots else 0.0,
+        "cropped_fraction": 1.0 - kept / loaded if loaded else 0.0,
+        "repeated": any(item["repeated"] for item in items),
+    }

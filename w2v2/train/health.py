@@ -1,0 +1,76 @@
+"""Warnings for the failures wav2vec 2.0 training is known for, and the patience rule."""
+
+from __future__ import annotations
+
+import logging
+import math
+from typing import Optional
+
+from w2v2.train.config import TrainConfig
+from w2v2.train.trainer import UpdateResult
+
+logger = logging.getLogger(__name__)
+
+# Consecutive skipped (non-finite) updates before the run warns, and before it stops.
+NONFINITE_WARN, NONFINITE_STOP = 3, 50
+
+
+class HealthMonitor:
+    """Watches each update: codebook collapse, a trivially solved contrastive task, non-finite losses."""
+
+    def __init__(self, cfg: TrainConfig) -> None:
+        self.pretraining = not cfg.is_finetuning
+        model = cfg.model
+        self.num_vars = getattr(model, "latent_vars", 0) * getattr(model, "latent_groups", 0)
+        self.patience = cfg.checkpoint.patience
+        self.maximize = cfg.checkpoint.maximize_best_checkpoint_metric
+        self.nonfinite_streak = 0
+        self.best: Optional[float] = None
+        self.stale_validations = 0
+        self.warned = set()
+
+    @property
+    def patience_exhausted(self) -> bool:
+        return self.patience > 0 and self.stale_validations >= self.patience
+
+    def observe(self, result: UpdateResult, num_updates: int) -> None:
+        """Check one update's summed logs."""
+        stats = result.stats
+        loss_ok = math.isfinite(stats.get("loss", 0.0))
+        self.nonfinite_streak = 0 if (result.stepped and loss_ok) else self.nonfinite_streak + 1
+        if self.nonfinite_streak == NONFINITE_WARN:
+            logger.warning("%d updates in a row had a non-finite loss or gradient (update %d): check the "
+                           "learning rate, fp16 loss scale and input audio.", self.nonfinite_streak, num_updates)
+        if self.nonfinite_streak >= NONFINITE_STOP:
+            raise FloatingPointError(f"{NONFINITE_STOP} updates in a row had non-finite losses or gradients; stopping.")
+        if self.pretraining and stats.get("batches"):
+            self._check_pretraining(stats, num_updates)
+
+    def _check_pretraining(self, stats: dict, num_updates: int) -> None:
+        batches = stats["batches"]
+        code_ppl = stats.get("code_perplexity", 0.0) / batches
+        if self.num_vars and "code_perplexity" in stats and code_ppl < max(2.0, 0.02 * self.num_vars):
+            self._warn("collapse", f"codebook perplexity collapsed to {code_ppl:.1f} of {self.num_vars} entries at "
+                       f"update {num_updates}: the quantizer uses almost no codes. Raise the diversity loss weight "
+                       "(criterion.loss_weights[0]) or lower the learning rate.")
+        accuracy = stats.get("correct", 0.0) / stats["count"] if stats.get("count") else 0.0
+        loss = stats.get("loss", 0.0) / stats["sample_size"] if stats.get("sample_size") else 1.0
+        if accuracy > 0.99 or loss < 0.01:
+            self._warn("trivial", f"the contrastive task looks solved (accuracy {accuracy:.3f}, loss {loss:.4f} at "
+                       f"update {num_updates}): the usual cause is a collapsed codebook or distractors equal to "
+                       "the target; the representations are likely useless.")
+
+    def _warn(self, kind: str, message: str) -> None:
+        if kind not in self.warned:
+            self.warned.add(kind)
+            logger.warning(message)
+
+    def observe_validation(self, metric: Optional[float]) -> None:
+        """Count validations without improvement, for `checkpoint.patience`."""
+        if metric is None:
+            return
+        better = self.best is None or (metric > self.best if self.maximize else metric < self.best)
+        self.best = metric if better else self.best
+        self.stale_validations = 0 if better else self.stale_validations + 1
+        if self.patience_exhausted:
+            logger.info("no improvement in %d validations: stopping (checkpoint.patience).", self.patience)

@@ -1,0 +1,83 @@
+"""fairseq's `adam` optimizer: Adam with decoupled weight decay, built as torch.optim.AdamW.
+
+fairseq hands every trainable parameter of the model (and criterion) to one parameter group, so
+wav2vec 2.0 decays biases, layer norms and `mask_emb` alike; we do the same. One difference is
+kept on purpose for speed (fused/foreach kernels): fairseq adds `adam_eps` to sqrt(v) before the
+bias correction, torch after it, so eps weighs sqrt(1 - beta2^t) less in fairseq. The two agree
+once 1 - beta2^t is close to 1 (a few hundred updates with beta2 = 0.98) and whenever
+sqrt(v) >> eps.
+"""
+
+from __future__ import annotations
+
+import ast
+from dataclasses import dataclass
+from typing import Any, Iterable, List, Optional, Tuple, Union
+
+import torch
+
+from w2v2.errors import W2v2Error
+
+
+@dataclass
+class AdamConfig:
+    """`optimizer._name: adam` with fairseq's fields and defaults."""
+
+    _name: str = "adam"
+    adam_betas: str = "(0.9, 0.999)"  # a Python tuple literal, as fairseq's YAMLs write it
+    adam_eps: float = 1e-8
+    weight_decay: float = 0.0  # decoupled: every update multiplies the weights by 1 - lr * weight_decay
+    use_old_adam: bool = False  # accepted, ignored (fairseq's choice of Adam implementation)
+    fp16_adam_stats: bool = False  # accepted; must stay false (fp16 moments are not supported)
+    tpu: Optional[bool] = None  # accepted, ignored; None = common.tpu
+    lr: Optional[List[float]] = None  # initial lr (the schedule sets it every update); None = optimization.lr
+
+    def validate(self, where: str = "optimizer") -> None:
+        """Check betas, eps and decay; raises W2v2Error naming the key."""
+        parse_betas(self.adam_betas, f"{where}.adam_betas")
+        if self.adam_eps <= 0:
+            raise W2v2Error(f"`{where}.adam_eps` must be > 0, but is {self.adam_eps} instead.")
+        if self.weight_decay < 0:
+            raise W2v2Error(f"`{where}.weight_decay` must be >= 0, but is {self.weight_decay} instead.")
+        if self.fp16_adam_stats:
+            raise W2v2Error(f"`{where}.fp16_adam_stats` is not supported; it must be false.")
+
+
+def parse_betas(value: Any, where: str = "optimizer.adam_betas") -> Tuple[float, float]:
+    """Read `(0.9,0.98)` (a string, as in fairseq's YAMLs) or a two-item list into two floats."""
+    parsed = value
+    if isinstance(value, str):
+        try:
+            parsed = ast.literal_eval(value.strip())
+        except (SyntaxError, ValueError):
+            parsed = None
+    if (
+        isinstance(parsed, (list, tuple))
+        and len(parsed) == 2
+        and all(isinstance(b, (int, float)) and not isinstance(b, bool) and 0 <= b < 1 for b in parsed)
+    ):
+        return float(parsed[0]), float(parsed[1])
+    raise W2v2Error(f"`{where}` must be two numbers in [0, 1) such as \"(0.9,0.98)\", but is {value!r} instead.")
+
+
+def format_betas(value: Any) -> str:
+    """The string form fairseq stores, e.g. `(0.9,0.98)`, from a string, list or tuple."""
+    if isinstance(value, str):
+        return value
+    return "(" + ",".join(str(b) for b in value) + ")"
+
+
+def build_optimizer(
+    params_or_model: Union[torch.nn.Module, Iterable[torch.nn.Parameter]], cfg: AdamConfig
+) -> torch.optim.AdamW:
+    """AdamW over the trainable parameters, one group, with the config's betas, eps and decay."""
+    cfg.validate()
+    if isinstance(params_or_model, torch.nn.Module):
+        params_or_model = params_or_model.parameters()
+    params = [p for p in params_or_model if p.requires_grad]
+    if not params:
+        raise W2v2Error("the optimizer got no trainable parameters (every parameter has requires_grad=False).")
+    lr = float(cfg.lr[0]) if cfg.lr else 0.0
+    return torch.optim.AdamW(
+        params, lr=lr, betas=parse_betas(cfg.adam_betas), eps=cfg.adam_eps, weight_decay=cfg.weight_decay
+    )

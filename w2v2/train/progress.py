@@ -1,0 +1,132 @@
+"""Training logs: fairseq's metric names and line format, plus JSON lines and TensorBoard.
+
+Lines look like fairseq's under Hydra (`[time][train_inner][INFO] - {"epoch": 1, ...}` with values
+as strings), so the parsers users already have keep working; `log.jsonl` beside them holds the
+same records with numbers, for plotting.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import math
+import time
+from pathlib import Path
+from typing import Any, Dict, Optional
+
+from w2v2.errors import W2v2Error
+
+# Decimal places fairseq rounds each metric to (None: printed as it is).
+ROUNDS = {"loss": 3, "nll_loss": 3, "uer": 3, "wer": 3, "raw_wer": 3, "accuracy": 5, "wps": 1, "ups": 2,
+          "wpb": 1, "bsz": 1, "gnorm": 3, "loss_scale": 4, "train_wall": 0, "wall": 0, "prob_perplexity": 3,
+          "code_perplexity": 3, "temp": 5, "audio_s_per_s": 1, "padding_fraction": 4, "data_wait": 3,
+          "peak_mem_gib": 2, "best_wer": 3, "best_loss": 3, "best_accuracy": 5}
+AVERAGED = ("prob_perplexity", "code_perplexity", "temp", "padding_fraction")
+
+
+def derive(sums: Dict[str, float], seconds: float, updates: int) -> Dict[str, float]:
+    """fairseq's metrics from summed logging outputs of `updates` updates that took `seconds`."""
+    sample_size, ntokens = sums.get("sample_size", 0.0), sums.get("ntokens", 0.0)
+    out: Dict[str, float] = {}
+    if sample_size:
+        out["loss"] = sums.get("loss", 0.0) / sample_size / math.log(2)
+        if ntokens and sample_size != ntokens:
+            out["nll_loss"] = sums.get("loss", 0.0) / ntokens / math.log(2)
+    if sums.get("c_total"):
+        out["uer"] = sums.get("c_errors", 0.0) * 100.0 / sums["c_total"]
+    if sums.get("w_total"):
+        out["wer"] = sums.get("w_errors", 0.0) * 100.0 / sums["w_total"]
+        out["raw_wer"] = sums.get("wv_errors", 0.0) * 100.0 / sums["w_total"]
+    if sums.get("count"):
+        out["accuracy"] = sums.get("correct", 0.0) / sums["count"]
+    batches = sums.get("batches", 0.0)
+    for key in AVERAGED:
+        if key in sums and batches:
+            out[key] = sums[key] / batches
+    out["ntokens"] = ntokens
+    if seconds > 0:
+        out["wps"] = ntokens / seconds
+        out["audio_s_per_s"] = sums.get("audio_seconds", 0.0) / seconds
+        if updates:
+            out["ups"] = updates / seconds
+    if updates:
+        out["wpb"] = ntokens / updates
+        out["bsz"] = sums.get("nsentences", 0.0) / updates
+    return out
+
+
+def fairseq_value(key: str, value: Any) -> Any:
+    """A number as fairseq prints it: rounded to the metric's digits, then `{:g}` text."""
+    if isinstance(value, bool) or not isinstance(value, (int, float)):
+        return value
+    digits = ROUNDS.get(key.split("_", 1)[1] if key.startswith(("train_", "valid_")) else key)
+    return "{:g}".format(round(value, digits) if digits is not None else value)
+
+
+class RunLog:
+    """Writes each record to the console/log file (fairseq style), `log.jsonl` and TensorBoard."""
+
+    def __init__(self, run_dir: Path, log_format: Optional[str] = None, tensorboard_dir: Optional[str] = None,
+                 enabled: bool = True) -> None:
+        self.enabled, self.log_format = enabled, log_format
+        self.jsonl = (run_dir / "log.jsonl").open("a", encoding="utf-8") if enabled else None
+        self.writers: Dict[str, Any] = {}
+        self.tensorboard_dir = tensorboard_dir if enabled else None
+        if self.tensorboard_dir:
+            _summary_writer_class()  # fail now, not at the first record
+        self.start = time.time()
+
+    def record(self, tag: str, values: Dict[str, Any], step: int) -> None:
+        """Log one record (`tag` is train_inner, train or valid) at update `step`."""
+        if not self.enabled:
+            return
+        numbers = {k: v for k, v in values.items() if isinstance(v, (int, float)) and not isinstance(v, bool)}
+        self.jsonl.write(json.dumps({"tag": tag, "time": round(time.time() - self.start, 3), **numbers}) + "\n")
+        self.jsonl.flush()
+        logging.getLogger(tag).info(self._line(tag, values))
+        if self.tensorboard_dir:
+            self._tensorboard(tag, numbers, step)
+
+    def _line(self, tag: str, values: Dict[str, Any]) -> str:
+        shown = {k: v if k in ("epoch", "update") else fairseq_value(k, v) for k, v in values.items()}
+        if self.log_format in ("simple", "none", "tqdm"):
+            return " | ".join(f"{k} {v}" for k, v in shown.items())
+        return json.dumps(shown)
+
+    def _tensorboard(self, tag: str, numbers: Dict[str, float], step: int) -> None:
+        if tag not in self.writers:
+            self.writers[tag] = _summary_writer_class()(str(Path(self.tensorboard_dir) / tag))
+        for key, value in numbers.items():
+            if key not in ("epoch", "num_updates"):
+                self.writers[tag].add_scalar(key.split("_", 1)[1] if key.startswith(tag + "_") else key, value, step)
+        self.writers[tag].flush()
+
+    def close(self) -> None:
+        if self.jsonl is not None:
+            self.jsonl.close()
+        for writer in self.writers.values():
+            writer.close()
+
+
+def _summary_writer_class() -> Any:
+    try:
+        from torch.utils.tensorboard import SummaryWriter
+    except ImportError as error:
+        raise W2v2Error("`common.tensorboard_logdir` is set, but the tensorboard package is not installed; "
+                        "run `pip install tensorboard` or leave it null.") from error
+    return SummaryWriter
+
+
+def setup_console_logging(log_file: Optional[Path] = None, rank: int = 0) -> None:
+    """fairseq's Hydra line format on stderr (rank 0 only) and in `log_file`."""
+    root = logging.getLogger()
+    root.setLevel(logging.INFO if rank == 0 else logging.WARNING)
+    for handler in list(root.handlers):
+        root.removeHandler(handler)
+    formatter = logging.Formatter("[%(asctime)s][%(name)s][%(levelname)s] - %(message)s")
+    handlers = [logging.StreamHandler()]
+    if log_file is not None and rank == 0:
+        handlers.append(logging.FileHandler(log_file))
+    for handler in handlers:
+        handler.setFormatter(formatter)
+        root.addHandler(handler)

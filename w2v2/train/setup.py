@@ -1,0 +1,142 @@
+"""Everything a run needs before its first update: processes, device, seeds, model, optimizer, data."""
+
+from __future__ import annotations
+
+import logging
+import os
+import random
+from dataclasses import dataclass
+from datetime import timedelta
+from typing import Dict, Optional
+
+import numpy as np
+import torch
+import torch.distributed as dist
+from torch.nn.parallel import DistributedDataParallel
+
+from w2v2 import devices
+from w2v2.data.datasets import AudioDataset
+from w2v2.data.loader import build_dataloader, limit_threads
+from w2v2.data.sampler import LengthBatchSampler
+from w2v2.train.config import TrainConfig
+from w2v2.train.lr_schedules import LrScheduler
+from w2v2.train.optim import build_optimizer
+from w2v2.train.task import Task
+from w2v2.train.trainer import Trainer
+
+logger = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class ProcessInfo:
+    """This process's place in the run."""
+
+    rank: int
+    local_rank: int
+    world_size: int
+    local_world_size: int
+
+    @property
+    def is_master(self) -> bool:
+        return self.rank == 0
+
+
+def process_info() -> ProcessInfo:
+    """Rank and world size from torchrun's environment (one process without it)."""
+    env = os.environ
+    world = int(env.get("WORLD_SIZE", "1"))
+    return ProcessInfo(int(env.get("RANK", "0")), int(env.get("LOCAL_RANK", "0")), world,
+                       int(env.get("LOCAL_WORLD_SIZE", str(world))))
+
+
+def init_process_group(info: ProcessInfo, device: torch.device, timeout_s: int = -1) -> None:
+    """Join torchrun's rendezvous (MASTER_ADDR/PORT from the environment) with the device's backend."""
+    if info.world_size == 1 or dist.is_initialized():
+        return
+    timeout = timedelta(seconds=timeout_s) if timeout_s > 0 else timedelta(minutes=30)
+    dist.init_process_group(devices.distributed_backend(device), rank=info.rank, world_size=info.world_size,
+                            timeout=timeout)
+
+
+def seed_everything(seed: int) -> None:
+    """Seed Python, NumPy and torch (every device)."""
+    random.seed(seed)
+    np.random.seed(seed)
+    torch.manual_seed(seed)
+
+
+def choose_device(cfg: TrainConfig, info: ProcessInfo) -> torch.device:
+    """`common.cpu` forces the CPU; otherwise the best accelerator, one per local rank."""
+    requested = "cpu" if cfg.common.cpu else os.environ.get("W2V2_DEVICE", "auto")
+    return devices.pick_device(requested, info.local_rank)
+
+
+def build_trainer(cfg: TrainConfig, task: Task, device: torch.device, info: ProcessInfo) -> Trainer:
+    """Model on `device` (DDP-wrapped with several processes), optimizer, schedule, precision."""
+    model = task.build_model().to(device)
+    ddp = None
+    if info.world_size > 1:
+        dt = cfg.distributed_training
+        ids = [device.index] if device.type != "cpu" else None
+        ddp = DistributedDataParallel(model, device_ids=ids, bucket_cap_mb=dt.bucket_cap_mb,
+                                      find_unused_parameters=dt.find_unused_parameters or _needs_unused(cfg),
+                                      broadcast_buffers=dt.broadcast_buffers)
+    optimizer = build_optimizer(model, cfg.optimizer)
+    precision = devices.precision(device, cfg.common.fp16, cfg.common.bf16)
+    update_freq = cfg.optimization.update_freq[0]
+    window = cfg.common.fp16_scale_window or max(1, int(2**14 / info.world_size / update_freq))
+    scaler = devices.grad_scaler(device, precision.loss_scaling, cfg.common.fp16_init_scale, window)
+    return Trainer(model, task.criterion(), optimizer, LrScheduler(cfg.lr_scheduler, optimizer), device,
+                   clip_norm=cfg.optimization.clip_norm, precision=precision, scaler=scaler, ddp=ddp)
+
+
+def _needs_unused(cfg: TrainConfig) -> bool:
+    """LayerDrop and a frozen encoder leave parameters without gradients in some steps."""
+    model = cfg.model
+    layerdrop = getattr(model, "layerdrop", 0.0) or getattr(model, "encoder_layerdrop", 0.0)
+    return layerdrop > 0 or getattr(model, "freeze_finetune_updates", 0) > 0
+
+
+@dataclass
+class DataPipeline:
+    """A split's dataset, batch sampler and loader."""
+
+    dataset: AudioDataset
+    sampler: LengthBatchSampler
+    loader: torch.utils.data.DataLoader
+    generator: torch.Generator
+
+
+def build_pipeline(task: Task, split: str, training: bool, device: torch.device, info: ProcessInfo,
+                   seed: int) -> DataPipeline:
+    """The loader of `split`, sharded over ranks; validation is ordered and never shuffled."""
+    cfg = task.cfg.dataset
+    dataset = task.dataset(split, training)
+    max_tokens = cfg.max_tokens if training else (cfg.max_tokens_valid or cfg.max_tokens)
+    batch_size = cfg.batch_size if training else (cfg.batch_size_valid or cfg.batch_size)
+    if max_tokens is None:
+        max_tokens = int(dataset.batch_lengths.max()) * (batch_size or 1)
+    sampler = dataset.batch_sampler(max_tokens, batch_size, seed=seed, shuffle=training,
+                                    num_replicas=info.world_size, rank=info.rank)
+    generator = torch.Generator()
+    generator.manual_seed(seed)
+    loader = build_dataloader(dataset, sampler, num_workers=cfg.num_workers, pin_memory=devices.pin_memory(device),
+                              generator=generator)
+    return DataPipeline(dataset, sampler, loader, generator)
+
+
+def valid_pipelines(task: Task, device: torch.device, info: ProcessInfo, seed: int) -> Dict[str, DataPipeline]:
+    """One pipeline per comma-separated `dataset.valid_subset` (none with `disable_validation`)."""
+    cfg = task.cfg.dataset
+    if cfg.disable_validation:
+        return {}
+    names = [name.strip() for name in cfg.valid_subset.split(",") if name.strip()]
+    return {name: build_pipeline(task, name, False, device, info, seed) for name in names}
+
+
+def thread_budget(info: ProcessInfo) -> Optional[int]:
+    """Split the node's cores among its training processes (several devices per node)."""
+    if info.local_world_size > 1:
+        return limit_threads(info.local_world_size)
+    return None
+

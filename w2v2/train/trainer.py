@@ -1,0 +1,153 @@
+"""One training update, readable top to bottom, and one validation step.
+
+accumulate → backward → all-reduce the sample size → divide gradients → clip → step → LR → log.
+AMP (autocast + loss scaling) and DDP (sync only on the last accumulated batch) wrap around it.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import math
+from dataclasses import dataclass
+from typing import Any, Dict, List, Optional, Sequence
+
+import torch
+import torch.distributed as dist
+
+from w2v2 import devices
+from w2v2.train.lr_schedules import LrScheduler
+from w2v2.train.task import Criterion, Model
+
+logger = logging.getLogger(__name__)
+
+
+@dataclass
+class UpdateResult:
+    """Summed logging outputs of one update (all ranks), and what the step did."""
+
+    stats: Dict[str, float]
+    grad_norm: float
+    stepped: bool  # False when the gradients overflowed and the update was skipped
+
+
+def move_to(batch: Any, device: torch.device) -> Any:
+    """Tensors of a (nested) batch moved to `device`."""
+    if torch.is_tensor(batch):
+        return batch.to(device, non_blocking=True)
+    if isinstance(batch, dict):
+        return {k: move_to(v, device) for k, v in batch.items()}
+    return batch
+
+
+def sum_logs(logs: Sequence[Dict[str, Any]]) -> Dict[str, float]:
+    """Numeric logging outputs summed over batches (`batches` counts the batches that count)."""
+    total: Dict[str, float] = {}
+    for log in logs:
+        for key, value in log.items():
+            if isinstance(value, (int, float)) and not isinstance(value, bool):
+                total[key] = total.get(key, 0.0) + float(value)
+    return total
+
+
+def all_reduce_sums(stats: Dict[str, float], device: torch.device) -> Dict[str, float]:
+    """Sum `stats` over ranks (every rank must pass the same keys)."""
+    if not (dist.is_available() and dist.is_initialized()) or dist.get_world_size() == 1:
+        return stats
+    keys = sorted(stats)
+    values = torch.tensor([stats[k] for k in keys], dtype=torch.float64, device=device)
+    dist.all_reduce(values)
+    return dict(zip(keys, values.tolist()))
+
+
+class Trainer:
+    """Owns the model (and its DDP wrapper), optimizer, LR schedule, loss scaler and update count."""
+
+    def __init__(self, model: Model, criterion: Criterion, optimizer: torch.optim.Optimizer,
+                 lr_scheduler: LrScheduler, device: torch.device, *, clip_norm: float = 0.0,
+                 precision: devices.Precision = devices.Precision(None, False),
+                 scaler: Optional[torch.amp.GradScaler] = None, ddp: Optional[torch.nn.Module] = None) -> None:
+        self.model, self.criterion, self.optimizer = model, criterion, optimizer
+        self.lr_scheduler, self.device, self.clip_norm = lr_scheduler, device, clip_norm
+        self.precision = precision
+        self.scaler = scaler or devices.grad_scaler(device, precision.loss_scaling)
+        self.forward_module = ddp if ddp is not None else model
+        self.world_size = dist.get_world_size() if dist.is_available() and dist.is_initialized() else 1
+        self.num_updates = 0
+
+    def _autocast(self) -> contextlib.AbstractContextManager:
+        dtype = self.precision.autocast_dtype
+        if dtype is None:
+            return contextlib.nullcontext()
+        return torch.autocast(device_type=self.device.type, dtype=dtype)
+
+    def _no_sync(self, last: bool) -> contextlib.AbstractContextManager:
+        """DDP all-reduces gradients only on the last accumulated batch."""
+        if last or self.forward_module is self.model:
+            return contextlib.nullcontext()
+        return self.forward_module.no_sync()  # type: ignore[operator]
+
+    def train_step(self, batches: Sequence[Dict[str, Any]]) -> UpdateResult:
+        """One update from `batches` (update_freq of them); returns the summed logs of all ranks."""
+        self.model.train()
+        self.model.set_num_updates(self.num_updates)
+        logs: List[Dict[str, Any]] = []
+        for i, batch in enumerate(batches):
+            batch = move_to(batch, self.device)
+            repeated = bool(batch.get("repeated", False))  # a filler batch that evens out the ranks
+            with self._no_sync(i == len(batches) - 1):
+                with self._autocast():
+                    out = self.criterion(self.forward_module, self.model, batch)
+                self.scaler.scale(out.loss * (0.0 if repeated else 1.0)).backward()
+            logs.append(_batch_logs(out.logs, batch, repeated))
+        stats = all_reduce_sums(sum_logs(logs), self.device)
+        grad_norm = self._normalise_and_clip(stats.get("sample_size", 0.0))
+        stepped = math.isfinite(grad_norm)
+        if stepped:
+            self.scaler.step(self.optimizer)
+        else:
+            logger.warning("gradient overflow (norm %s): update skipped, loss scale now %s", grad_norm,
+                           self.scaler.get_scale() * 0.5 if self.scaler.is_enabled() else "n/a")
+        self.scaler.update()
+        self.optimizer.zero_grad(set_to_none=True)
+        if stepped:
+            self.num_updates += 1
+            self.lr_scheduler.step_update(self.num_updates)
+        return UpdateResult(stats, grad_norm, stepped)
+
+    def _normalise_and_clip(self, sample_size: float) -> float:
+        """Unscale, turn DDP's mean into a sum divided by the global sample size, clip; returns the norm."""
+        self.scaler.unscale_(self.optimizer)
+        params = [p for p in self.model.parameters() if p.grad is not None]
+        factor = self.world_size / sample_size if sample_size > 0 else 0.0
+        for p in params:
+            p.grad.mul_(factor)
+        max_norm = self.clip_norm if self.clip_norm > 0 else float("inf")
+        if not params:
+            return 0.0
+        return float(torch.nn.utils.clip_grad_norm_(params, max_norm))
+
+    @torch.no_grad()
+    def valid_step(self, batch: Dict[str, Any]) -> Dict[str, Any]:
+        """Logging outputs of one validation batch (eval mode, no gradients)."""
+        self.model.eval()
+        batch = move_to(batch, self.device)
+        with self._autocast():
+            out = self.criterion(self.model, self.model, batch)
+        return _batch_logs(out.logs, batch, bool(batch.get("repeated", False)))
+
+    def lr(self) -> float:
+        return float(self.optimizer.param_groups[0]["lr"])
+
+    def loss_scale(self) -> Optional[float]:
+        return float(self.scaler.get_scale()) if self.scaler.is_enabled() else None
+
+
+def _batch_logs(logs: Dict[str, Any], batch: Dict[str, Any], repeated: bool) -> Dict[str, Any]:
+    """The criterion's logs plus the batch's audio seconds and padding share; all zero for a
+    repeated batch, whose keys must still match the other ranks' for the all-reduce."""
+    extra = {k: float(batch[k]) for k in ("audio_seconds", "padding_fraction") if k in batch}
+    merged = {**logs, **extra, "batches": 1.0}
+    if repeated:
+        return {k: 0.0 * v for k, v in merged.items() if isinstance(v, (int, float))}
+    return merged
