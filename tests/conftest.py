@@ -7,6 +7,8 @@ from pathlib import Path
 import pytest
 import torch
 
+from tests.corpus import write_corpus
+
 FAIRSEQ = Path(__file__).parent / "fixtures" / "fairseq"
 
 
@@ -23,3 +25,9 @@ def pretrain_outputs() -> dict:
 @pytest.fixture(scope="session")
 def ctc_outputs() -> dict:
     return torch.load(FAIRSEQ / "ctc_outputs.pt", weights_only=True)
+
+
+@pytest.fixture(scope="session")
+def tiny_manifest(tmp_path_factory) -> Path:
+    """Manifests of a 32-utterance noise corpus (see tests/corpus.py)."""
+    return write_corpus(tmp_path_factory.mktemp("corpus"))

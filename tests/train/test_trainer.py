@@ -25,13 +25,17 @@ def ctc_criterion(forward, model, batch):
     return ctc_loss(model, out, batch["target"], LETTERS, sentence_avg=True, target_lengths=batch["target_lengths"])
 
 
-def make_trainer(scaler=None) -> Trainer:
+def make_trainer(scaler=None, ddp: bool = False) -> Trainer:
+    """A tiny CTC model and its trainer; `ddp` wraps it for the current process group."""
     torch.manual_seed(0)
     cfg = Wav2Vec2CtcConfig.from_dict({"apply_mask": False})
     model = Wav2Vec2Ctc(cfg, Wav2Vec2Config.from_dict(TINY), len(LETTERS))
     optimizer = torch.optim.AdamW(model.parameters(), lr=1e-3, weight_decay=0.0)
     schedule = LrScheduler(PolynomialDecayConfig(warmup_updates=2, total_num_update=10, lr=[1e-3]), optimizer)
-    return Trainer(model, ctc_criterion, optimizer, schedule, torch.device("cpu"), clip_norm=0.0, scaler=scaler)
+    # the CNN (feature_grad_mult 0) and mask_emb (no masking) get no gradients here
+    wrapper = torch.nn.parallel.DistributedDataParallel(model, find_unused_parameters=True) if ddp else None
+    return Trainer(model, ctc_criterion, optimizer, schedule, torch.device("cpu"), clip_norm=0.0, scaler=scaler,
+                   ddp=wrapper)
 
 
 def make_batch(rows: slice) -> dict:

@@ -91,10 +91,13 @@ def build_trainer(cfg: TrainConfig, task: Task, device: torch.device, info: Proc
 
 
 def _needs_unused(cfg: TrainConfig) -> bool:
-    """LayerDrop and a frozen encoder leave parameters without gradients in some steps."""
+    """Whether some parameters may get no gradient in a step, which DDP must be told about:
+    LayerDrop, a frozen encoder, a frozen CNN (feature_grad_mult 0), or no masking (mask_emb)."""
     model = cfg.model
     layerdrop = getattr(model, "layerdrop", 0.0) or getattr(model, "encoder_layerdrop", 0.0)
-    return layerdrop > 0 or getattr(model, "freeze_finetune_updates", 0) > 0
+    unmasked = model.mask_prob == 0 or not getattr(model, "apply_mask", True)
+    return (layerdrop > 0 or getattr(model, "freeze_finetune_updates", 0) > 0 or model.feature_grad_mult == 0
+            or unmasked)
 
 
 @dataclass

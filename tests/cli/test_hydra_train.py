@@ -1,0 +1,62 @@
+"""`fairseq-hydra-train` end to end on a tiny corpus: pretraining, fine-tuning, errors, two processes."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from w2v2.cli.hydra_train import main
+from w2v2.interop.safe_load import load_checkpoint_file
+from tests.corpus import FIXTURE_CONFIGS
+
+
+def test_missing_required_value_names_the_key(capsys):
+    assert main(["--config-dir", str(FIXTURE_CONFIGS), "--config-name", "tiny_ctc", "task.data=/x"]) == 2
+    assert "`model.w2v_path`" in capsys.readouterr().err
+
+
+def test_misspelled_override_names_the_key(tiny_manifest, capsys):
+    args = ["--config-dir", str(FIXTURE_CONFIGS), "--config-name", "tiny_pretrain", f"task.data={tiny_manifest}",
+            "optimization.max_updates=3"]
+    assert main(args) == 2
+    assert "optimization.max_update" in capsys.readouterr().err
+
+
+def test_pretrain_then_finetune_through_the_fairseq_command(tiny_manifest, tmp_path):
+    pretrain = ["--config-dir", str(FIXTURE_CONFIGS), "--config-name", "tiny_pretrain", f"task.data={tiny_manifest}",
+                f"hydra.run.dir={tmp_path / 'pt'}", "optimization.max_update=4", "checkpoint.save_interval_updates=2"]
+    assert main(pretrain) == 0
+    pretrained = tmp_path / "pt" / "checkpoints" / "checkpoint_last.pt"
+    assert load_checkpoint_file(pretrained)["optimizer_history"][-1]["num_updates"] == 4
+    finetune = ["--config-dir", str(FIXTURE_CONFIGS), "--config-name", "tiny_ctc", f"task.data={tiny_manifest}",
+                f"model.w2v_path={pretrained}", f"hydra.run.dir={tmp_path / 'ft'}", "optimization.max_update=6",
+                "dataset.validate_interval_updates=3"]
+    assert main(finetune) == 0
+    saved = load_checkpoint_file(tmp_path / "ft" / "checkpoints" / "checkpoint_best.pt")
+    assert saved["cfg"]["model"]["_name"] == "wav2vec_ctc"
+    assert saved["cfg"]["model"]["w2v_args"]["model"]["_name"] == "wav2vec2"
+    assert saved["task_state"]["target_dictionary"].symbols[4] == "|"
+    log = (tmp_path / "ft" / "hydra_train.log").read_text()
+    valid_lines = [line for line in log.splitlines() if "[valid]" in line]
+    assert valid_lines and list(json.loads(valid_lines[-1].split(" - ", 1)[1]))[-1] == "valid_best_wer"
+    train_lines = [json.loads(line.split(" - ", 1)[1]) for line in log.splitlines() if "[train]" in line]
+    assert float(train_lines[-1]["train_wps"]) > 0
+    records = [json.loads(line) for line in (tmp_path / "ft" / "log.jsonl").read_text().splitlines()]
+    assert {r["tag"] for r in records} >= {"train_inner", "train", "valid"}
+
+
+@pytest.mark.slow
+def test_bundled_recipes_and_two_spawned_processes(tiny_manifest, tmp_path):
+    command = [sys.executable, "-m", "w2v2.cli.hydra_train", "--config-name", "demo_pretrain",
+               f"task.data={tiny_manifest}", f"hydra.run.dir={tmp_path / 'pt'}", "optimization.max_update=4",
+               "distributed_training.distributed_world_size=2", "dataset.num_workers=0",
+               "checkpoint.save_interval_updates=4"]
+    done = subprocess.run(command, capture_output=True, text=True, timeout=600, cwd=Path(__file__).parents[2])
+    assert done.returncode == 0, done.stderr[-3000:]
+    state = load_checkpoint_file(tmp_path / "pt" / "checkpoints" / "checkpoint_last.pt")
+    assert state["optimizer_history"][-1]["num_updates"] == 4
+    assert state["cfg"]["distributed_training"]["distributed_world_size"] == 2
