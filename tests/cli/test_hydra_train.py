@@ -60,3 +60,12 @@ def test_bundled_recipes_and_two_spawned_processes(tiny_manifest, tmp_path):
     state = load_checkpoint_file(tmp_path / "pt" / "checkpoints" / "checkpoint_last.pt")
     assert state["optimizer_history"][-1]["num_updates"] == 4
     assert state["cfg"]["distributed_training"]["distributed_world_size"] == 2
+
+
+def test_tensorboard_events_are_written(tiny_manifest, tmp_path):
+    args = ["--config-dir", str(FIXTURE_CONFIGS), "--config-name", "tiny_pretrain", f"task.data={tiny_manifest}",
+            f"hydra.run.dir={tmp_path}", "optimization.max_update=2", f"common.tensorboard_logdir={tmp_path / 'tb'}",
+            "checkpoint.no_save=true"]
+    assert main(args) == 0
+    assert list((tmp_path / "tb" / "train_inner").glob("events.out.tfevents.*"))
+    assert not (tmp_path / "checkpoints").exists() or not list((tmp_path / "checkpoints").iterdir())

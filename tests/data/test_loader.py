@@ -81,3 +81,10 @@ def test_limit_threads_keeps_a_preset_omp_value_and_at_least_one(monkeypatch, re
     assert limit_threads(1) == 3 and torch.get_num_threads() == 3
     with pytest.raises(W2v2Error, match="`num_local_processes` must be 1 or more"):
         limit_threads(0)
+
+
+def test_limit_threads_leaves_cores_to_data_workers(monkeypatch, restore_threads):
+    monkeypatch.delenv("OMP_NUM_THREADS", raising=False)
+    monkeypatch.setattr("os.sched_getaffinity", lambda pid: set(range(4)), raising=False)
+    assert limit_threads(1, reserved=1) == 3
+    assert limit_threads(2, reserved=4) == 1  # never fewer than one thread

@@ -56,8 +56,8 @@ class TrainingRun:
     def __init__(self, cfg: TrainConfig, run_dir: Path) -> None:
         self.cfg, self.run_dir = cfg, run_dir
         self.info: ProcessInfo = process_info()
-        thread_budget(self.info)
         self.device = choose_device(cfg, self.info)
+        thread_budget(self.info, self.device, cfg.dataset.num_workers)
         init_process_group(self.info, self.device, cfg.distributed_training.heartbeat_timeout)
         seed_everything(cfg.common.seed)
         self.task = Task.setup(cfg)

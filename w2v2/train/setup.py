@@ -18,6 +18,7 @@ from w2v2 import devices
 from w2v2.data.datasets import AudioDataset
 from w2v2.data.loader import build_dataloader, limit_threads
 from w2v2.data.sampler import LengthBatchSampler
+from w2v2.errors import W2v2Error
 from w2v2.train.config import TrainConfig
 from w2v2.train.lr_schedules import LrScheduler
 from w2v2.train.optim import build_optimizer
@@ -66,9 +67,16 @@ def seed_everything(seed: int) -> None:
 
 
 def choose_device(cfg: TrainConfig, info: ProcessInfo) -> torch.device:
-    """`common.cpu` forces the CPU; otherwise the best accelerator, one per local rank."""
+    """`common.cpu` forces the CPU; otherwise `W2V2_DEVICE` (default: the best accelerator), one per
+    local rank. `W2V2_MATMUL_PRECISION` = fp32 / hf32 turns TF32 (CUDA) or HF32 (NPU) off / on."""
     requested = "cpu" if cfg.common.cpu else os.environ.get("W2V2_DEVICE", "auto")
-    return devices.pick_device(requested, info.local_rank)
+    device = devices.pick_device(requested, info.local_rank)
+    mode = os.environ.get("W2V2_MATMUL_PRECISION", "")
+    if mode:
+        if mode not in ("fp32", "hf32", "tf32"):
+            raise W2v2Error(f"`W2V2_MATMUL_PRECISION` must be fp32, hf32 or tf32, but is {mode!r} instead.")
+        devices.set_reduced_precision_matmul(device, allow=mode != "fp32")
+    return device
 
 
 def build_trainer(cfg: TrainConfig, task: Task, device: torch.device, info: ProcessInfo) -> Trainer:
@@ -137,9 +145,11 @@ def valid_pipelines(task: Task, device: torch.device, info: ProcessInfo, seed: i
     return {name: build_pipeline(task, name, False, device, info, seed) for name in names}
 
 
-def thread_budget(info: ProcessInfo) -> Optional[int]:
-    """Split the node's cores among its training processes (several devices per node)."""
-    if info.local_world_size > 1:
-        return limit_threads(info.local_world_size)
+def thread_budget(info: ProcessInfo, device: torch.device, num_workers: int) -> Optional[int]:
+    """Split the node's cores among its training processes, leaving cores to the data workers of a
+    model that trains on the CPU; returns the intra-op thread count set, if any."""
+    reserved = num_workers if device.type == "cpu" else 0
+    if info.local_world_size > 1 or reserved:
+        return limit_threads(info.local_world_size, reserved)
     return None
 

@@ -1,0 +1,198 @@
+# shellcheck shell=bash
+# Shared part of test/train_{full,performance}_{1p,8p}.sh; sourced by them, not run.
+#
+# The four scripts take the arguments of the Ascend fairseq fork's launch scripts. With
+# --data_path they fine-tune wav2vec_small.pt with base_100h on LibriSpeech train-clean-100; without
+# it they run the bundled demo (a small model pretrained on examples/demo_corpus, then CTC
+# fine-tuned). Each prints and writes the summary the fork's parsers read (see test/README.md).
+
+TEST_DIR=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
+REPO_ROOT=$(dirname "$TEST_DIR")
+SCRIPT_NAME=$(basename "$0")
+MANIFEST_FILES=(train.tsv train.ltr valid.tsv valid.ltr dict.ltr.txt)
+
+usage() {
+  cat <<EOF
+usage: test/$SCRIPT_NAME [--data_path=DIR] [--device_id=N] [--device=cpu|cuda|npu] [--fp32 | --hf32]
+       [--pretrain_updates=N] [KEY=VALUE ...]
+
+  --data_path=DIR       LibriSpeech folder with train-clean-100/, dev-clean/ and wav2vec_small.pt;
+                        DIR/manifest/ is prepared if missing. Without it: the bundled demo corpus.
+  --device_id=N         output folder test/output/N/; on one device, also the device used (default 0)
+  --device=KIND         cpu, cuda or npu (default: the best available)
+  --fp32 / --hf32       TF32 (CUDA) / HF32 (NPU) matmuls and convolutions off / on
+  --pretrain_updates=N  demo only: updates of the demo pretraining, when its model must be made
+                        (default: the demo_pretrain recipe's)
+  KEY=VALUE             Hydra overrides passed on to fine-tuning, after the script's own
+EOF
+}
+
+die() {
+  echo "$SCRIPT_NAME: error: $*" >&2
+  exit 2
+}
+
+# parse_args ARGS...: sets DATA_PATH, DEVICE_ID, DEVICE, PRECISION, PRETRAIN_UPDATES and OVERRIDES.
+parse_args() {
+  DATA_PATH="" DEVICE_ID=0 DEVICE=auto PRECISION="" PRETRAIN_UPDATES=""
+  OVERRIDES=()
+  local arg fp32=0 hf32=0
+  while (($#)); do
+    arg=$1
+    shift
+    if [[ $arg =~ ^--(data_path|device_id|device|pretrain_updates)$ ]]; then
+      (($#)) || die "$arg needs a value: $arg=VALUE."
+      arg="$arg=$1"
+      shift
+    fi
+    case $arg in
+      --data_path=*) DATA_PATH=${arg#*=} ;;
+      --device_id=*) DEVICE_ID=${arg#*=} ;;
+      --device=*) DEVICE=${arg#*=} ;;
+      --pretrain_updates=*) PRETRAIN_UPDATES=${arg#*=} ;;
+      --fp32) fp32=1 ;;
+      --hf32) hf32=1 ;;
+      -h | --help) usage; exit 0 ;;
+      -*) die "unknown argument '$arg'. Arguments: --data_path=DIR, --device_id=N, --device=cpu|cuda|npu, --fp32, --hf32, --pretrain_updates=N, and Hydra overrides KEY=VALUE (see --help)." ;;
+      *=* | '~'*) OVERRIDES+=("$arg") ;;
+      *) die "unexpected argument '$arg': give options as --name=VALUE and Hydra overrides as KEY=VALUE (see --help)." ;;
+    esac
+  done
+  ((fp32 + hf32 < 2)) || die "--fp32 and --hf32 exclude each other (--fp32 turns HF32/TF32 matmuls and convolutions off, --hf32 turns them on); give one of them at most."
+  if ((fp32)); then PRECISION=fp32; fi
+  if ((hf32)); then PRECISION=hf32; fi
+  [[ $DEVICE_ID =~ ^[0-9]+$ ]] || die "--device_id must be a device number such as 0, but is '$DEVICE_ID' instead."
+  [[ $DEVICE =~ ^(auto|cpu|cuda|npu)$ ]] || die "--device must be cpu, cuda or npu, but is '$DEVICE' instead."
+  [[ -z $PRETRAIN_UPDATES || $PRETRAIN_UPDATES =~ ^[1-9][0-9]*$ ]] \
+    || die "--pretrain_updates must be a positive number of updates, but is '$PRETRAIN_UPDATES' instead."
+  [[ -z $PRETRAIN_UPDATES || -z $DATA_PATH ]] \
+    || die "--pretrain_updates applies to the demo only; with --data_path the pretrained model is DIR/wav2vec_small.pt."
+  return 0
+}
+
+# find_python: PYTHON as given, else the repository's .venv, else python3; it must import w2v2.
+# Sets BEST_KIND to the best device kind that interpreter finds.
+find_python() {
+  if [[ -z ${PYTHON:-} ]]; then
+    PYTHON=python3
+    if [[ -x $REPO_ROOT/.venv/bin/python ]]; then PYTHON=$REPO_ROOT/.venv/bin/python; fi
+  fi
+  BEST_KIND=$("$PYTHON" -c "from w2v2.devices import best_kind; print(best_kind())" 2>/dev/null) \
+    || die "'$PYTHON' cannot import w2v2: run 'make install' in $REPO_ROOT, or set PYTHON to an interpreter where w2v2 is installed."
+}
+
+# pick_device RANKS: sets KIND (cpu, cuda or npu) and exports what training reads; on one device,
+# only --device_id is made visible.
+pick_device() {
+  KIND=$DEVICE
+  if [[ $KIND == auto ]]; then
+    KIND=$BEST_KIND
+    echo "device: $KIND (the best available; choose with --device)"
+  fi
+  export W2V2_DEVICE=$KIND
+  if [[ -n $PRECISION ]]; then
+    export W2V2_MATMUL_PRECISION=$PRECISION
+    if [[ $KIND == cpu ]]; then echo "note: --$PRECISION has no effect on the CPU"; fi
+  fi
+  if (($1 == 1)); then
+    case $KIND in
+      cuda) export CUDA_VISIBLE_DEVICES=$DEVICE_ID ;;
+      npu) export ASCEND_RT_VISIBLE_DEVICES=$DEVICE_ID ;;
+    esac
+  fi
+}
+
+# prepare_manifest CORPUS DEST: fairseq's fine-tuning files of CORPUS in DEST, unless all are there.
+prepare_manifest() {
+  local name missing=0
+  for name in "${MANIFEST_FILES[@]}"; do
+    [[ -f $2/$name ]] || missing=1
+  done
+  ((missing)) || return 0
+  for name in train-clean-100 dev-clean; do
+    [[ -d $1/$name ]] || die "$1 has no $name/ folder, and $2 lacks $name's manifest; the data must be in LibriSpeech's layout ($1/$name/SPEAKER/CHAPTER/*.flac)."
+  done
+  echo "preparing $2 from $1"
+  "$PYTHON" -m w2v2.cli.main prepare librispeech --data-path "$1" --dest "$2" || die "could not prepare $2 (see above)."
+}
+
+# hydra_train LOG ARGS...: fairseq-hydra-train ARGS, its output shown and kept in LOG.
+hydra_train() {
+  local log=$1
+  shift
+  echo "+ fairseq-hydra-train $*"
+  "$PYTHON" -m w2v2.cli.hydra_train "$@" 2>&1 | tee "$log" || die "training failed; its output is in $log."
+}
+
+# pretrain_demo MANIFEST: sets W2V_PATH to the demo's pretrained model, pretraining it if it is missing.
+pretrain_demo() {
+  local dir=$TEST_DIR/output/demo_pretrain
+  W2V_PATH=$dir/checkpoints/checkpoint_last.pt
+  if [[ -f $W2V_PATH ]]; then
+    echo "using the demo's pretrained model $W2V_PATH (delete $dir to pretrain again)"
+    return 0
+  fi
+  local tmp=$dir.tmp.$$
+  local args=(--config-name demo_pretrain "task.data=$1" "hydra.run.dir=$tmp")
+  if [[ -n $PRETRAIN_UPDATES ]]; then args+=("optimization.max_update=$PRETRAIN_UPDATES"); fi
+  echo "pretraining the demo model into $dir (once; later runs reuse it)"
+  rm -rf "$tmp"
+  mkdir -p "$tmp"
+  hydra_train "$tmp/console.log" "${args[@]}"
+  # Renamed only when complete, so an interrupted run is never taken for a pretrained model.
+  if [[ -e $dir ]]; then rm -rf "$tmp"; else mv "$tmp" "$dir"; fi
+}
+
+# run_case RANKS MODE UPDATES DEMO_UPDATES ARGS...: the whole launch script. MODE is perf or acc;
+# UPDATES is the base_100h max_update, DEMO_UPDATES demo_ctc's ("" = the recipe's).
+run_case() {
+  local ranks=$1 mode=$2 updates=$3 demo_updates=$4
+  shift 4
+  parse_args "$@"
+  if [[ -n $DATA_PATH ]]; then
+    [[ -d $DATA_PATH ]] || die "--data_path: '$DATA_PATH' is not a folder."
+    DATA_PATH=$(cd "$DATA_PATH" && pwd)
+  fi
+  cd "$REPO_ROOT" || die "cannot enter $REPO_ROOT."
+  find_python
+  pick_device "$ranks"
+  local world=$ranks network=wav2vec2 batch="" manifest args=()
+  if [[ -n $DATA_PATH ]]; then
+    [[ -f $DATA_PATH/wav2vec_small.pt ]] \
+      || die "$DATA_PATH/wav2vec_small.pt is missing: put fairseq's BASE model (pretrained on LibriSpeech 960 h) there."
+    manifest=$DATA_PATH/manifest
+    prepare_manifest "$DATA_PATH" "$manifest"
+    batch=8
+    args=(--config-name base_100h "task.data=$manifest" "model.w2v_path=$DATA_PATH/wav2vec_small.pt"
+      "dataset.batch_size=$batch" dataset.valid_subset=valid "optimization.max_update=$updates")
+    if [[ $KIND == cpu ]]; then
+      args+=(common.fp16=false)
+      echo "note: base_100h's fp16 is turned off on the CPU (common.fp16=false)"
+    fi
+  else
+    local corpus=$REPO_ROOT/examples/demo_corpus
+    [[ -d $corpus/train-clean-100 ]] \
+      || die "the bundled corpus $corpus/train-clean-100 is missing: regenerate it with 'python examples/demo_corpus/generate.py --out examples/demo_corpus', or pass --data_path=DIR."
+    manifest=$TEST_DIR/output/demo_data/manifest
+    prepare_manifest "$corpus" "$manifest"
+    pretrain_demo "$manifest"
+    network=wav2vec2_demo
+    if ((ranks > 2)) && [[ $KIND == cpu ]]; then
+      world=2
+      echo "note: the demo's '${ranks}p' case runs 2 processes on the CPU, not $ranks (too heavy for a CPU)"
+    fi
+    args=(--config-name demo_ctc "task.data=$manifest" "model.w2v_path=$W2V_PATH")
+    if [[ -n $demo_updates ]]; then args+=("optimization.max_update=$demo_updates"); fi
+  fi
+  if [[ $mode == perf ]]; then args+=(dataset.disable_validation=true checkpoint.no_save=true); fi
+  local out=$TEST_DIR/output/$DEVICE_ID
+  rm -rf "$out"
+  mkdir -p "$out"
+  args+=("distributed_training.distributed_world_size=$world" "hydra.run.dir=$out" ${OVERRIDES[@]+"${OVERRIDES[@]}"})
+  local log=$out/train_$DEVICE_ID.log start
+  start=$(date +%s)
+  hydra_train "$log" "${args[@]}"
+  "$PYTHON" -m w2v2.cli.launch_summary "$log" --network "$network" --rank-size "$world" --mode "$mode" \
+    ${batch:+--batch-size "$batch"} --device "$KIND" --e2e-seconds $(($(date +%s) - start)) \
+    || die "no summary: the training log $log lacks the records it needs."
+}

@@ -1,0 +1,161 @@
+"""`w2v2 plot RUN_DIR [--output FILE.png]`: a run's training curves, from its `log.jsonl`, as a PNG.
+
+Four panels against updates: loss (training and validation), WER (fine-tuning) or accuracy
+(pretraining), learning rate, and throughput (target tokens and audio seconds per second).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Dict, List, Optional, Tuple
+
+from w2v2.errors import W2v2Error
+
+DEFAULT_NAME = "training.png"
+
+
+@dataclass
+class RunLog:
+    """The records of a `log.jsonl`, keys without their tag's prefix (`valid_loss` -> `loss`)."""
+
+    records: List[Tuple[str, Dict[str, float]]]  # (tag, values)
+
+    def series(self, tag: str, key: str) -> Tuple[List[float], List[float]]:
+        """(updates, values) of `key` in the records tagged `tag`."""
+        points = [(values["num_updates"], values[key]) for t, values in self.records
+                  if t == tag and key in values and "num_updates" in values]
+        return [x for x, _ in points], [y for _, y in points]
+
+    def tags(self, prefix: str) -> List[str]:
+        """The tags that start with `prefix`, in order of appearance (`valid`, `valid_dev_other`, ...)."""
+        return list(dict.fromkeys(t for t, _ in self.records if t.startswith(prefix)))
+
+    def train_tag(self) -> str:
+        """`train_inner` (every log_interval updates) when logged, else `train` (once per epoch)."""
+        return "train_inner" if "train_inner" in self.tags("train") else "train"
+
+    def has(self, prefix: str, key: str) -> bool:
+        return any(t.startswith(prefix) and key in values for t, values in self.records)
+
+
+def read_log(run_dir: Path) -> RunLog:
+    """The records of `run_dir/log.jsonl`; an error if the file is missing or holds none. Lines that
+    are not JSON records are skipped: a job that is still running may have written half a line."""
+    path = run_dir / "log.jsonl"
+    if not path.is_file():
+        raise W2v2Error(f"{run_dir} has no log.jsonl: RUN_DIR must be the hydra.run.dir of a training run.")
+    records = []
+    for line in path.read_text(encoding="utf-8").splitlines():
+        try:
+            record = json.loads(line)
+        except json.JSONDecodeError:
+            continue
+        if not isinstance(record, dict) or not isinstance(record.get("tag"), str):
+            continue
+        tag = record.pop("tag")
+        prefix = "train_" if tag == "train" else "valid_" if tag.startswith("valid") else ""
+        records.append((tag, {k[len(prefix):] if prefix and k.startswith(prefix) else k: v
+                              for k, v in record.items() if isinstance(v, (int, float))}))
+    if not records:
+        raise W2v2Error(f"{path} holds no training records yet; plot it once training has logged some "
+                        "(every common.log_interval updates).")
+    return RunLog(records)
+
+
+def _loss_panel(ax: Any, log: RunLog) -> None:
+    train = log.train_tag()
+    ax.plot(*log.series(train, "loss"), label=f"train ({train})")
+    for tag in log.tags("valid"):
+        ax.plot(*log.series(tag, "loss"), "o-", label=tag)
+    losses = [values["loss"] for _, values in log.records if "loss" in values]
+    if losses and min(losses) > 0:
+        from matplotlib.ticker import StrMethodFormatter
+
+        ax.set_yscale("log")  # CTC losses fall by orders of magnitude; plain numbers on the ticks
+        ax.yaxis.set_major_formatter(StrMethodFormatter("{x:g}"))
+        ax.yaxis.set_minor_formatter(StrMethodFormatter("{x:g}"))
+    ax.set_ylabel("loss (bits)")
+    ax.set_title("loss")
+    ax.legend(fontsize="small")
+
+
+def _score_panel(ax: Any, log: RunLog) -> None:
+    """WER when validation logged one (fine-tuning), else contrastive accuracy (pretraining)."""
+    if log.has("valid", "wer"):
+        for tag in log.tags("valid"):
+            ax.plot(*log.series(tag, "wer"), "o-", label=tag)
+        ax.set_ylabel("WER (%)")
+        ax.set_title("word error rate")
+        ax.legend(fontsize="small")
+        return
+    train = log.train_tag()
+    ax.plot(*log.series(train, "accuracy"), label=f"train ({train})")
+    for tag in log.tags("valid"):
+        ax.plot(*log.series(tag, "accuracy"), "o-", label=tag)
+    ax.set_ylabel("accuracy")
+    ax.set_title("contrastive accuracy" if log.has("train", "accuracy") else "no WER or accuracy logged")
+    ax.legend(fontsize="small")
+
+
+def _lr_panel(ax: Any, log: RunLog) -> None:
+    ax.plot(*log.series(log.train_tag(), "lr"))
+    ax.set_ylabel("learning rate")
+    ax.set_title("learning rate")
+
+
+def _throughput_panel(ax: Any, log: RunLog) -> None:
+    """Target tokens/s (letters in fine-tuning, masked frames in pretraining) and audio s/s on a second axis."""
+    train = log.train_tag()
+    ax.plot(*log.series(train, "wps"), color="tab:blue", label="wps")
+    ax.set_ylabel("target tokens / s (wps)", color="tab:blue")
+    audio = ax.twinx()
+    audio.plot(*log.series(train, "audio_s_per_s"), color="tab:orange", label="audio_s_per_s")
+    audio.set_ylabel("audio seconds / s", color="tab:orange")
+    ax.set_title("throughput")
+
+
+def plot_run(run_dir: Path, output: Optional[Path] = None) -> Path:
+    """Draw the curves of `run_dir` into `output` (default RUN_DIR/training.png), atomically; returns it."""
+    log = read_log(run_dir)
+    output = output or run_dir / DEFAULT_NAME
+    if not output.parent.is_dir():
+        raise W2v2Error(f"--output {output}: the folder {output.parent} does not exist.")
+    try:
+        from matplotlib.figure import Figure
+    except ImportError as error:
+        raise W2v2Error("`w2v2 plot` needs matplotlib: run `pip install 'w2v2[plot]'` "
+                        "(or `pip install matplotlib`).") from error
+    figure = Figure(figsize=(12, 8), layout="constrained")
+    axes = figure.subplots(2, 2, sharex=True)
+    for panel, ax in zip((_loss_panel, _score_panel, _lr_panel, _throughput_panel), axes.flat):
+        panel(ax, log)
+        ax.grid(alpha=0.3)
+    for ax in axes[1]:
+        ax.set_xlabel("updates")
+    updates = max((values.get("num_updates", 0) for _, values in log.records), default=0)
+    figure.suptitle(f"{run_dir.resolve().name}: {int(updates)} updates")
+    tmp = output.with_name(f".{output.name}.{os.getpid()}.tmp")
+    try:
+        figure.savefig(tmp, format="png", dpi=100)
+        os.replace(tmp, output)
+    finally:
+        tmp.unlink(missing_ok=True)
+    return output
+
+
+def register(subparsers: argparse._SubParsersAction) -> None:
+    """Add `plot`."""
+    parser = subparsers.add_parser("plot", help="PNG of a run's loss, WER/accuracy, learning rate and throughput")
+    parser.add_argument("run_dir", type=Path, metavar="RUN_DIR", help="training run folder holding log.jsonl")
+    parser.add_argument("--output", "-o", type=Path, metavar="FILE.png",
+                        help=f"image to write (default: RUN_DIR/{DEFAULT_NAME})")
+    parser.set_defaults(func=_run)
+
+
+def _run(args: argparse.Namespace) -> int:
+    print(f"wrote {plot_run(args.run_dir, args.output)}")
+    return 0
