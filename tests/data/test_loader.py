@@ -87,4 +87,5 @@ def test_limit_threads_leaves_cores_to_data_workers(monkeypatch, restore_threads
     monkeypatch.delenv("OMP_NUM_THREADS", raising=False)
     monkeypatch.setattr("os.sched_getaffinity", lambda pid: set(range(4)), raising=False)
     assert limit_threads(1, reserved=1) == 3
+    monkeypatch.delenv("OMP_NUM_THREADS")
     assert limit_threads(2, reserved=4) == 1  # never fewer than one thread

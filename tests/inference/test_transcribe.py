@@ -29,6 +29,18 @@ class LocalModel(torch.nn.Module):
         return net_output["encoder_out"].log_softmax(-1)
 
 
+class EdgeDistanceModel(LocalModel):
+    """Says, for every frame, how many frames lie between it and the nearer edge of its window."""
+
+    def forward(self, source):
+        frames = super().forward(source)["encoder_out"].size(0)
+        distance = torch.minimum(torch.arange(frames), torch.arange(frames).flip(0)).float()
+        return {"encoder_out": distance[:, None, None]}  # (T, B, 1)
+
+    def get_normalized_probs(self, net_output, log_probs=True):
+        return net_output["encoder_out"]
+
+
 @pytest.fixture(scope="module")
 def long_file(tmp_path_factory):
     """A 60-second 16 kHz wav of modulated noise."""
@@ -62,6 +74,15 @@ def test_windows_are_stitched_without_lost_or_doubled_frames(num_samples):
     windowed = frame_log_probs(model, waveform, window_seconds=1.0, overlap_seconds=0.2)
     assert windowed.shape == whole.shape
     torch.testing.assert_close(windowed, whole, atol=1e-5, rtol=1e-5)
+
+
+def test_each_window_gives_up_half_the_overlap_at_its_edges():
+    overlap_frames = 10
+    waveform = np.zeros(5 * 16000, np.float32)
+    distance = frame_log_probs(EdgeDistanceModel(), waveform, window_seconds=1.0, overlap_seconds=0.2)[:, 0]
+    inner = distance[overlap_frames : -overlap_frames]  # away from the file's own start and end
+    assert inner.min() == overlap_frames // 2 - 1
+    assert distance.max() > overlap_frames  # several windows were joined
 
 
 def test_window_starts_cover_the_file():
