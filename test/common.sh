@@ -10,6 +10,7 @@ TEST_DIR=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
 REPO_ROOT=$(dirname "$TEST_DIR")
 SCRIPT_NAME=$(basename "$0")
 MANIFEST_FILES=(train.tsv train.ltr valid.tsv valid.ltr dict.ltr.txt)
+PERF_PRETRAIN_UPDATES=20  # the demo pretraining a performance run makes when no full one exists
 
 usage() {
   cat <<EOF
@@ -21,8 +22,8 @@ usage: test/$SCRIPT_NAME [--data_path=DIR] [--device_id=N] [--device=cpu|cuda|np
   --device_id=N         output folder test/output/N/; on one device, also the device used (default 0)
   --device=KIND         cpu, cuda or npu (default: the best available)
   --fp32 / --hf32       TF32 (CUDA) / HF32 (NPU) matmuls and convolutions off / on
-  --pretrain_updates=N  demo only: updates of the demo pretraining, when its model must be made
-                        (default: the demo_pretrain recipe's)
+  --pretrain_updates=N  demo only: pretrain the demo model for N updates (default: the demo_pretrain
+                        recipe's; 20 for performance runs when no full pretraining exists yet)
   KEY=VALUE             Hydra overrides passed on to fine-tuning, after the script's own
 EOF
 }
@@ -67,7 +68,6 @@ parse_args() {
     || die "--pretrain_updates must be a positive number of updates, but is '$PRETRAIN_UPDATES' instead."
   [[ -z $PRETRAIN_UPDATES || -z $DATA_PATH ]] \
     || die "--pretrain_updates applies to the demo only; with --data_path the pretrained model is DIR/wav2vec_small.pt."
-  return 0
 }
 
 # find_python: PYTHON as given, else the repository's .venv, else python3; it must import w2v2.
@@ -124,9 +124,19 @@ hydra_train() {
   "$PYTHON" -m w2v2.cli.hydra_train "$@" 2>&1 | tee "$log" || die "training failed; its output is in $log."
 }
 
-# pretrain_demo MANIFEST: sets W2V_PATH to the demo's pretrained model, pretraining it if it is missing.
+# pretrain_demo MANIFEST MODE: sets W2V_PATH to a demo model pretrained with demo_pretrain, made if
+# missing. Accuracy runs use the recipe's full pretraining (test/output/demo_pretrain/recipe/);
+# performance runs use it too when it exists, else a short one, since throughput does not depend
+# on the weights. --pretrain_updates=N picks test/output/demo_pretrain/updates_N/.
 pretrain_demo() {
-  local dir=$TEST_DIR/output/demo_pretrain
+  local root=$TEST_DIR/output/demo_pretrain name=recipe updates=""
+  if [[ -n $PRETRAIN_UPDATES ]]; then
+    updates=$PRETRAIN_UPDATES
+  elif [[ $2 == perf && ! -f $root/recipe/checkpoints/checkpoint_last.pt ]]; then
+    updates=$PERF_PRETRAIN_UPDATES
+  fi
+  if [[ -n $updates ]]; then name=updates_$updates; fi
+  local dir=$root/$name
   W2V_PATH=$dir/checkpoints/checkpoint_last.pt
   if [[ -f $W2V_PATH ]]; then
     echo "using the demo's pretrained model $W2V_PATH (delete $dir to pretrain again)"
@@ -134,8 +144,8 @@ pretrain_demo() {
   fi
   local tmp=$dir.tmp.$$
   local args=(--config-name demo_pretrain "task.data=$1" "hydra.run.dir=$tmp")
-  if [[ -n $PRETRAIN_UPDATES ]]; then args+=("optimization.max_update=$PRETRAIN_UPDATES"); fi
-  echo "pretraining the demo model into $dir (once; later runs reuse it)"
+  if [[ -n $updates ]]; then args+=("optimization.max_update=$updates"); fi
+  echo "pretraining the demo model ($name) into $dir; later runs reuse it"
   rm -rf "$tmp"
   mkdir -p "$tmp"
   hydra_train "$tmp/console.log" "${args[@]}"
@@ -143,56 +153,64 @@ pretrain_demo() {
   if [[ -e $dir ]]; then rm -rf "$tmp"; else mv "$tmp" "$dir"; fi
 }
 
+# base_100h_args UPDATES: sets ARGS and BATCH to fine-tune DATA_PATH/wav2vec_small.pt with base_100h.
+base_100h_args() {
+  [[ -f $DATA_PATH/wav2vec_small.pt ]] \
+    || die "$DATA_PATH/wav2vec_small.pt is missing: put fairseq's BASE model (pretrained on LibriSpeech 960 h) there."
+  prepare_manifest "$DATA_PATH" "$DATA_PATH/manifest"
+  BATCH=8
+  ARGS=(--config-name base_100h "task.data=$DATA_PATH/manifest" "model.w2v_path=$DATA_PATH/wav2vec_small.pt"
+    "dataset.batch_size=$BATCH" dataset.valid_subset=valid "optimization.max_update=$1")
+  if [[ $KIND == cpu ]]; then
+    ARGS+=(common.fp16=false)
+    echo "note: base_100h's fp16 is turned off on the CPU (common.fp16=false)"
+  fi
+}
+
+# demo_args MODE UPDATES: sets ARGS to fine-tune a pretrained demo model with demo_ctc (UPDATES
+# updates, "" = the recipe's), WORLD to 2 for an 8-process case on the CPU.
+demo_args() {
+  local corpus=$REPO_ROOT/examples/demo_corpus manifest=$TEST_DIR/output/demo_data/manifest
+  [[ -d $corpus/train-clean-100 ]] \
+    || die "the bundled corpus $corpus/train-clean-100 is missing: regenerate it with 'python examples/demo_corpus/generate.py --out examples/demo_corpus', or pass --data_path=DIR."
+  prepare_manifest "$corpus" "$manifest"
+  pretrain_demo "$manifest" "$1"
+  if ((WORLD > 2)) && [[ $KIND == cpu ]]; then
+    echo "note: the demo's '${WORLD}p' case runs 2 processes on the CPU, not $WORLD (too heavy for a CPU)"
+    WORLD=2
+  fi
+  ARGS=(--config-name demo_ctc "task.data=$manifest" "model.w2v_path=$W2V_PATH")
+  if [[ -n $2 ]]; then ARGS+=("optimization.max_update=$2"); fi
+}
+
 # run_case RANKS MODE UPDATES DEMO_UPDATES ARGS...: the whole launch script. MODE is perf or acc;
-# UPDATES is the base_100h max_update, DEMO_UPDATES demo_ctc's ("" = the recipe's).
+# UPDATES is base_100h's max_update, DEMO_UPDATES demo_ctc's ("" = the recipe's).
 run_case() {
-  local ranks=$1 mode=$2 updates=$3 demo_updates=$4
-  shift 4
-  parse_args "$@"
+  local mode=$2 network=wav2vec2
+  WORLD=$1 BATCH=""
+  parse_args "${@:5}"
   if [[ -n $DATA_PATH ]]; then
     [[ -d $DATA_PATH ]] || die "--data_path: '$DATA_PATH' is not a folder."
     DATA_PATH=$(cd "$DATA_PATH" && pwd)
   fi
   cd "$REPO_ROOT" || die "cannot enter $REPO_ROOT."
   find_python
-  pick_device "$ranks"
-  local world=$ranks network=wav2vec2 batch="" manifest args=()
+  pick_device "$WORLD"
   if [[ -n $DATA_PATH ]]; then
-    [[ -f $DATA_PATH/wav2vec_small.pt ]] \
-      || die "$DATA_PATH/wav2vec_small.pt is missing: put fairseq's BASE model (pretrained on LibriSpeech 960 h) there."
-    manifest=$DATA_PATH/manifest
-    prepare_manifest "$DATA_PATH" "$manifest"
-    batch=8
-    args=(--config-name base_100h "task.data=$manifest" "model.w2v_path=$DATA_PATH/wav2vec_small.pt"
-      "dataset.batch_size=$batch" dataset.valid_subset=valid "optimization.max_update=$updates")
-    if [[ $KIND == cpu ]]; then
-      args+=(common.fp16=false)
-      echo "note: base_100h's fp16 is turned off on the CPU (common.fp16=false)"
-    fi
+    base_100h_args "$3"
   else
-    local corpus=$REPO_ROOT/examples/demo_corpus
-    [[ -d $corpus/train-clean-100 ]] \
-      || die "the bundled corpus $corpus/train-clean-100 is missing: regenerate it with 'python examples/demo_corpus/generate.py --out examples/demo_corpus', or pass --data_path=DIR."
-    manifest=$TEST_DIR/output/demo_data/manifest
-    prepare_manifest "$corpus" "$manifest"
-    pretrain_demo "$manifest"
+    demo_args "$mode" "$4"
     network=wav2vec2_demo
-    if ((ranks > 2)) && [[ $KIND == cpu ]]; then
-      world=2
-      echo "note: the demo's '${ranks}p' case runs 2 processes on the CPU, not $ranks (too heavy for a CPU)"
-    fi
-    args=(--config-name demo_ctc "task.data=$manifest" "model.w2v_path=$W2V_PATH")
-    if [[ -n $demo_updates ]]; then args+=("optimization.max_update=$demo_updates"); fi
   fi
-  if [[ $mode == perf ]]; then args+=(dataset.disable_validation=true checkpoint.no_save=true); fi
+  if [[ $mode == perf ]]; then ARGS+=(dataset.disable_validation=true checkpoint.no_save=true); fi
   local out=$TEST_DIR/output/$DEVICE_ID
   rm -rf "$out"
   mkdir -p "$out"
-  args+=("distributed_training.distributed_world_size=$world" "hydra.run.dir=$out" ${OVERRIDES[@]+"${OVERRIDES[@]}"})
+  ARGS+=("distributed_training.distributed_world_size=$WORLD" "hydra.run.dir=$out" ${OVERRIDES[@]+"${OVERRIDES[@]}"})
   local log=$out/train_$DEVICE_ID.log start
   start=$(date +%s)
-  hydra_train "$log" "${args[@]}"
-  "$PYTHON" -m w2v2.cli.launch_summary "$log" --network "$network" --rank-size "$world" --mode "$mode" \
-    ${batch:+--batch-size "$batch"} --device "$KIND" --e2e-seconds $(($(date +%s) - start)) \
+  hydra_train "$log" "${ARGS[@]}"
+  "$PYTHON" -m w2v2.cli.launch_summary "$log" --network "$network" --rank-size "$WORLD" --mode "$mode" \
+    ${BATCH:+--batch-size "$BATCH"} --device "$KIND" --e2e-seconds $(($(date +%s) - start)) \
     || die "no summary: the training log $log lacks the records it needs."
 }

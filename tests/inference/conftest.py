@@ -26,7 +26,7 @@ def ctc_model(ctc_checkpoint) -> w2v2.Wav2Vec2Ctc:
 
 @pytest.fixture(scope="session")
 def small_lm(tmp_path_factory) -> tuple[Path, Path]:
-    """(ARPA 3-gram, lexicon) over the words of tests/corpus.py."""
+    """(ARPA 3-gram, lexicon) of a few sentences over the words of tests/corpus.py and RIGHT."""
     folder = tmp_path_factory.mktemp("lm")
     write_lm_files(LM_SENTENCES, folder / "lm.arpa", folder / "lexicon.txt")
     return folder / "lm.arpa", folder / "lexicon.txt"

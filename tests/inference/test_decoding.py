@@ -3,14 +3,22 @@
 from __future__ import annotations
 
 import sys
+from pathlib import Path
 
+import numpy as np
 import pytest
 import torch
 
 from w2v2.errors import W2v2Error
-from w2v2.inference.decoding import (GreedyDecoder, LexiconBeamDecoder, LmOptions, alignment_scores,
-                                     build_decoder, read_lexicon)
-from w2v2.train.losses import greedy_decode, letters_to_words
+from w2v2.inference.decoding import (
+    GreedyDecoder,
+    LexiconBeamDecoder,
+    LmOptions,
+    alignment_scores,
+    build_decoder,
+    read_lexicon,
+)
+from w2v2.train.losses import error_counts, greedy_decode, letters_to_words
 
 
 def spelled_emissions(dictionary, text, frames_per_symbol=3, other=-12.0):
@@ -115,3 +123,42 @@ def test_beam_alignment_spells_exactly_the_decoders_words(ctc_model, small_lm):
         path = decoder.alignments(lprobs, torch.tensor([len(lprobs)]))[0]
         tokens = greedy_decode(alignment_scores([path], len(dictionary)), torch.tensor([len(path)]))[0]
         assert letters_to_words(dictionary.string(tokens)).split() == expected
+
+
+def confused_emissions(dictionary, text, rng, confusion=0.3):
+    """(T, 1, V) log-probs of `text` where a `confusion` share of letters lose to a random other letter."""
+    letters = [i for i, s in enumerate(dictionary.symbols) if s.isalpha() and len(s) == 1]
+    frames = []
+    for symbol in " ".join(text.split()) + " ":
+        index = dictionary.index("|" if symbol == " " else symbol)
+        scores = torch.full((len(dictionary),), -8.0)
+        scores[index] = 0.0
+        if symbol != " " and rng.random() < confusion:
+            scores[letters[int(rng.integers(len(letters)))]] = 0.5
+        frames += [scores, scores, torch.full((len(dictionary),), -8.0).index_fill(0, torch.tensor([0]), 0.0)]
+    return torch.stack(frames)[:, None].log_softmax(-1)
+
+
+def test_demo_lm_corrects_confused_letters_of_unseen_dev_sentences(ctc_model):
+    pytest.importorskip("flashlight.lib.text")
+    repo = Path(__file__).resolve().parents[2]
+    dev = sorted((repo / "examples" / "demo_corpus" / "dev-clean").rglob("*.trans.txt"))
+    lm_dir = repo / "examples" / "lm"
+    lm = LmOptions(str(lm_dir / "demo_3gram.arpa"), str(lm_dir / "demo_lexicon.txt"))
+    if not dev or not Path(lm.lm_path).is_file():
+        pytest.skip("the demo corpus or its LM is not there")
+    dictionary = ctc_model.dictionary
+    sentences = [line.split(maxsplit=1)[1] for path in dev for line in path.read_text().splitlines()][:100]
+    rng = np.random.default_rng(0)
+    decoders = {"greedy": GreedyDecoder(), "lm": LexiconBeamDecoder(dictionary, lm)}
+    errors = {name: 0 for name in decoders}
+    for sentence in sentences:
+        lprobs = confused_emissions(dictionary, sentence, rng)
+        lengths = torch.tensor([len(lprobs)])
+        target = dictionary.encode_line(" ".join(sentence.replace(" ", "|")) + " |")[0][None]
+        for name, decoder in decoders.items():
+            scores = alignment_scores(decoder.alignments(lprobs, lengths), len(dictionary))
+            errors[name] += error_counts(scores, lengths, target, dictionary)["w_errors"]
+    words = sum(len(sentence.split()) for sentence in sentences)
+    assert errors["greedy"] > 0.3 * words  # the letters are badly confused...
+    assert errors["lm"] < 0.5 * errors["greedy"]  # ...and the LM and lexicon repair most words

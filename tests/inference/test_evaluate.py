@@ -69,21 +69,17 @@ def test_lm_decoding_returns_lexicon_words_and_writes_fairseq_files(ctc_checkpoi
     assert summary["wer"] == pytest.approx(result.wer) and summary["word_errors"] == result.word_errors
 
 
-def test_dictionary_comes_from_data_when_checkpoint_has_none(ctc_model, tiny_manifest, tmp_path):
+def test_dictionary_comes_from_data_when_checkpoint_has_none(ctc_checkpoint, tiny_manifest, tmp_path):
+    model = w2v2.load_model(ctc_checkpoint)
+    letters, model.dictionary = model.dictionary, None
     checkpoint = tmp_path / "no_dict.pt"
-    w2v2.save_checkpoint(checkpoint, ctc_model, dictionary=None)
-    ctc_model_dictionary = ctc_model.dictionary
-    try:
-        ctc_model.dictionary = None
-        w2v2.save_checkpoint(checkpoint, ctc_model)
-    finally:
-        ctc_model.dictionary = ctc_model_dictionary
+    w2v2.save_checkpoint(checkpoint, model)
     data = tmp_path / "data"
     shutil.copytree(tiny_manifest, data)
     # The corpus's own dict.ltr.txt has fewer symbols than the model's 32 outputs.
     with pytest.raises(W2v2Error, match="one symbol per model output, 32"):
         evaluate(checkpoint, data, "dev_clean", progress=False)
-    Dictionary(ctc_model_dictionary.symbols[4:]).save(data / "dict.ltr.txt")
+    Dictionary(letters.symbols[4:]).save(data / "dict.ltr.txt")
     assert evaluate(checkpoint, data, "dev_clean", progress=False).utterances == 8
     (data / "dict.ltr.txt").unlink()
     with pytest.raises(W2v2Error, match="stores no dictionary, so .*dict.ltr.txt must exist"):
@@ -99,7 +95,7 @@ def test_refusals(ctc_checkpoint, fairseq_dir, tiny_manifest, tmp_path):
         evaluate(fairseq_dir / "pretrain_init.pt", tiny_manifest, "dev_clean", progress=False)
     garbage = tmp_path / "garbage.pt"
     garbage.write_bytes(b"not a checkpoint")
-    with pytest.raises(W2v2Error):
+    with pytest.raises(W2v2Error, match="is not a readable PyTorch checkpoint"):
         evaluate(garbage, tiny_manifest, "dev_clean", progress=False)
     with pytest.raises(W2v2Error, match="`--max-tokens` must be at least the longest utterance"):
         evaluate(ctc_checkpoint, tiny_manifest, "dev_clean", max_tokens=1000, progress=False)

@@ -62,9 +62,10 @@ def figures(text: str, source: str = "the log") -> LogFigures:
             epochs.append(values)
         if "valid_best_wer" in values:
             best_wer = values["valid_best_wer"]
-        loss = values.get("loss" if tag == "train_inner" else "train_loss")
-        if tag in ("train_inner", "train") and loss is not None:
-            last_loss = loss
+        if tag == "train_inner" and "loss" in values:
+            last_loss = values["loss"]
+        elif tag == "train" and "train_loss" in values:
+            last_loss = values["train_loss"]
     if not epochs:
         raise W2v2Error(f"{source} holds no `train_wps` record, so training never finished an epoch or a run; "
                         "read the log for the error that stopped it.")

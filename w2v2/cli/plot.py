@@ -39,6 +39,7 @@ class RunLog:
         return "train_inner" if "train_inner" in self.tags("train") else "train"
 
     def has(self, prefix: str, key: str) -> bool:
+        """Whether any record whose tag starts with `prefix` holds `key`."""
         return any(t.startswith(prefix) and key in values for t, values in self.records)
 
 
@@ -66,18 +67,23 @@ def read_log(run_dir: Path) -> RunLog:
     return RunLog(records)
 
 
+def _draw(ax: Any, series: Tuple[List[float], List[float]], label: Optional[str] = None, **style: Any) -> None:
+    """One curve; with markers when it has few points, so that a single point still shows."""
+    ax.plot(*series, marker="o" if len(series[0]) <= 20 else None, label=label, **style)
+
+
 def _loss_panel(ax: Any, log: RunLog) -> None:
     train = log.train_tag()
-    ax.plot(*log.series(train, "loss"), label=f"train ({train})")
+    _draw(ax, log.series(train, "loss"), f"train ({train})")
     for tag in log.tags("valid"):
-        ax.plot(*log.series(tag, "loss"), "o-", label=tag)
+        _draw(ax, log.series(tag, "loss"), tag)
     losses = [values["loss"] for _, values in log.records if "loss" in values]
-    if losses and min(losses) > 0:
-        from matplotlib.ticker import StrMethodFormatter
+    if losses and min(losses) > 0 and max(losses) >= 10 * min(losses):
+        from matplotlib.ticker import NullFormatter, StrMethodFormatter
 
         ax.set_yscale("log")  # CTC losses fall by orders of magnitude; plain numbers on the ticks
         ax.yaxis.set_major_formatter(StrMethodFormatter("{x:g}"))
-        ax.yaxis.set_minor_formatter(StrMethodFormatter("{x:g}"))
+        ax.yaxis.set_minor_formatter(NullFormatter())
     ax.set_ylabel("loss (bits)")
     ax.set_title("loss")
     ax.legend(fontsize="small")
@@ -87,22 +93,22 @@ def _score_panel(ax: Any, log: RunLog) -> None:
     """WER when validation logged one (fine-tuning), else contrastive accuracy (pretraining)."""
     if log.has("valid", "wer"):
         for tag in log.tags("valid"):
-            ax.plot(*log.series(tag, "wer"), "o-", label=tag)
+            _draw(ax, log.series(tag, "wer"), tag)
         ax.set_ylabel("WER (%)")
         ax.set_title("word error rate")
         ax.legend(fontsize="small")
         return
     train = log.train_tag()
-    ax.plot(*log.series(train, "accuracy"), label=f"train ({train})")
+    _draw(ax, log.series(train, "accuracy"), f"train ({train})")
     for tag in log.tags("valid"):
-        ax.plot(*log.series(tag, "accuracy"), "o-", label=tag)
+        _draw(ax, log.series(tag, "accuracy"), tag)
     ax.set_ylabel("accuracy")
-    ax.set_title("contrastive accuracy" if log.has("train", "accuracy") else "no WER or accuracy logged")
+    ax.set_title("contrastive accuracy" if log.has("", "accuracy") else "no WER or accuracy logged")
     ax.legend(fontsize="small")
 
 
 def _lr_panel(ax: Any, log: RunLog) -> None:
-    ax.plot(*log.series(log.train_tag(), "lr"))
+    _draw(ax, log.series(log.train_tag(), "lr"))
     ax.set_ylabel("learning rate")
     ax.set_title("learning rate")
 
@@ -110,10 +116,10 @@ def _lr_panel(ax: Any, log: RunLog) -> None:
 def _throughput_panel(ax: Any, log: RunLog) -> None:
     """Target tokens/s (letters in fine-tuning, masked frames in pretraining) and audio s/s on a second axis."""
     train = log.train_tag()
-    ax.plot(*log.series(train, "wps"), color="tab:blue", label="wps")
+    _draw(ax, log.series(train, "wps"), color="tab:blue")
     ax.set_ylabel("target tokens / s (wps)", color="tab:blue")
     audio = ax.twinx()
-    audio.plot(*log.series(train, "audio_s_per_s"), color="tab:orange", label="audio_s_per_s")
+    _draw(audio, log.series(train, "audio_s_per_s"), color="tab:orange")
     audio.set_ylabel("audio seconds / s", color="tab:orange")
     ax.set_title("throughput")
 

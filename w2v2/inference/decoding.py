@@ -88,7 +88,8 @@ class LexiconBeamDecoder:
         self.description = (f"beam {options.beam}, LM {Path(options.lm_path).name} weight {options.lm_weight}, "
                             f"word score {options.word_score}, {len(lexicon)}-word lexicon")
 
-    def _trie(self, text: SimpleNamespace, lexicon: Dict[str, List[List[str]]], dictionary: Dictionary, silence: int) -> Any:
+    def _trie(self, text: SimpleNamespace, lexicon: Dict[str, List[List[str]]], dictionary: Dictionary,
+              silence: int) -> Any:
         """The spelling trie, each word weighted by its unigram LM score (smeared to prefixes)."""
         trie = text.Trie(len(dictionary), silence)
         start = self.lm.start(False)

@@ -59,7 +59,8 @@ def load_audio(path: Union[str, os.PathLike]) -> np.ndarray:
     try:
         rate = soundfile.info(str(path)).samplerate
     except (soundfile.SoundFileError, RuntimeError) as error:
-        raise W2v2Error(f"audio file {path} cannot be opened ({error}); it must exist and be wav, flac or ogg.") from error
+        raise W2v2Error(f"audio file {path} cannot be opened ({error}); it must exist and be wav, flac or ogg."
+                        ) from error
     samples = read_audio(path, expected_rate=rate)
     if rate == SAMPLE_RATE:
         return samples
@@ -142,7 +143,8 @@ def transcribe(model: Wav2Vec2Ctc, path: Union[str, os.PathLike], window_seconds
                         "use a checkpoint fine-tuned by fairseq or w2v2.")
     waveform = load_audio(path)
     if int(encoder_of(model).feature_extractor.output_lengths(torch.tensor([len(waveform)]))) < 1:
-        raise W2v2Error(f"audio file {path} is too short ({len(waveform)} samples at 16 kHz) for one frame of the model.")
+        raise W2v2Error(f"audio file {path} is too short ({len(waveform)} samples at 16 kHz) for one frame "
+                        "of the model.")
     lprobs = frame_log_probs(model, waveform, window_seconds, overlap_seconds)
     alignment = GreedyDecoder().alignments(lprobs[:, None], torch.tensor([len(lprobs)]))[0]
     words = word_timings(alignment, model.dictionary, hop_samples(model) / SAMPLE_RATE)
