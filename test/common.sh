@@ -10,7 +10,7 @@ TEST_DIR=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
 REPO_ROOT=$(dirname "$TEST_DIR")
 SCRIPT_NAME=$(basename "$0")
 MANIFEST_FILES=(train.tsv train.ltr valid.tsv valid.ltr dict.ltr.txt)
-PERF_PRETRAIN_UPDATES=20  # the demo pretraining a performance run makes when no full one exists
+PERF_PRETRAIN_UPDATES=5  # the demo pretraining a performance run makes when no full one exists
 
 usage() {
   cat <<EOF
@@ -23,7 +23,7 @@ usage: test/$SCRIPT_NAME [--data_path=DIR] [--device_id=N] [--device=cpu|cuda|np
   --device=KIND         cpu, cuda or npu (default: the best available)
   --fp32 / --hf32       TF32 (CUDA) / HF32 (NPU) matmuls and convolutions off / on
   --pretrain_updates=N  demo only: pretrain the demo model for N updates (default: the demo_pretrain
-                        recipe's; 20 for performance runs when no full pretraining exists yet)
+                        recipe's; 5 for performance runs when no full pretraining exists yet)
   KEY=VALUE             Hydra overrides passed on to fine-tuning, after the script's own
 EOF
 }
@@ -54,12 +54,15 @@ parse_args() {
       --fp32) fp32=1 ;;
       --hf32) hf32=1 ;;
       -h | --help) usage; exit 0 ;;
-      -*) die "unknown argument '$arg'. Arguments: --data_path=DIR, --device_id=N, --device=cpu|cuda|npu, --fp32, --hf32, --pretrain_updates=N, and Hydra overrides KEY=VALUE (see --help)." ;;
+      -*) die "unknown argument '$arg'. Arguments: --data_path=DIR, --device_id=N, --device=cpu|cuda|npu," \
+        "--fp32, --hf32, --pretrain_updates=N, and Hydra overrides KEY=VALUE (see --help)." ;;
       *=* | '~'*) OVERRIDES+=("$arg") ;;
-      *) die "unexpected argument '$arg': give options as --name=VALUE and Hydra overrides as KEY=VALUE (see --help)." ;;
+      *) die "unexpected argument '$arg': give options as --name=VALUE and Hydra overrides as KEY=VALUE" \
+        "(see --help)." ;;
     esac
   done
-  ((fp32 + hf32 < 2)) || die "--fp32 and --hf32 exclude each other (--fp32 turns HF32/TF32 matmuls and convolutions off, --hf32 turns them on); give one of them at most."
+  ((fp32 + hf32 < 2)) || die "--fp32 and --hf32 exclude each other (--fp32 turns HF32/TF32 matmuls and" \
+    "convolutions off, --hf32 turns them on); give one of them at most."
   if ((fp32)); then PRECISION=fp32; fi
   if ((hf32)); then PRECISION=hf32; fi
   [[ $DEVICE_ID =~ ^[0-9]+$ ]] || die "--device_id must be a device number such as 0, but is '$DEVICE_ID' instead."
@@ -78,7 +81,8 @@ find_python() {
     if [[ -x $REPO_ROOT/.venv/bin/python ]]; then PYTHON=$REPO_ROOT/.venv/bin/python; fi
   fi
   BEST_KIND=$("$PYTHON" -c "from w2v2.devices import best_kind; print(best_kind())" 2>/dev/null) \
-    || die "'$PYTHON' cannot import w2v2: run 'make install' in $REPO_ROOT, or set PYTHON to an interpreter where w2v2 is installed."
+    || die "'$PYTHON' cannot import w2v2: run 'make install' in $REPO_ROOT, or set PYTHON to an" \
+      "interpreter where w2v2 is installed."
 }
 
 # pick_device RANKS: sets KIND (cpu, cuda or npu) and exports what training reads; on one device,
@@ -110,7 +114,8 @@ prepare_manifest() {
   done
   ((missing)) || return 0
   for name in train-clean-100 dev-clean; do
-    [[ -d $1/$name ]] || die "$1 has no $name/ folder, and $2 lacks $name's manifest; the data must be in LibriSpeech's layout ($1/$name/SPEAKER/CHAPTER/*.flac)."
+    [[ -d $1/$name ]] || die "$1 has no $name/ folder, and $2 lacks the manifest made from it; the data" \
+      "must be in LibriSpeech's layout ($1/$name/SPEAKER/CHAPTER/*.flac)."
   done
   echo "preparing $2 from $1"
   "$PYTHON" -m w2v2.cli.main prepare librispeech --data-path "$1" --dest "$2" || die "could not prepare $2 (see above)."
@@ -172,7 +177,8 @@ base_100h_args() {
 demo_args() {
   local corpus=$REPO_ROOT/examples/demo_corpus manifest=$TEST_DIR/output/demo_data/manifest
   [[ -d $corpus/train-clean-100 ]] \
-    || die "the bundled corpus $corpus/train-clean-100 is missing: regenerate it with 'python examples/demo_corpus/generate.py --out examples/demo_corpus', or pass --data_path=DIR."
+    || die "the bundled corpus $corpus/train-clean-100 is missing: regenerate it with" \
+      "'python examples/demo_corpus/generate.py --out examples/demo_corpus', or pass --data_path=DIR."
   prepare_manifest "$corpus" "$manifest"
   pretrain_demo "$manifest" "$1"
   if ((WORLD > 2)) && [[ $KIND == cpu ]]; then

@@ -57,8 +57,9 @@ def test_fine_tuning_plot_is_a_png(tmp_path, capsys):
     (fine_tuning_records(), "word error rate"),
     ([{"tag": "train_inner", "loss": 6.5, "accuracy": 0.2, "num_updates": 10},
       {"tag": "valid", "valid_loss": 6.4, "valid_accuracy": 0.25, "valid_num_updates": 10}], "contrastive accuracy"),
+    ([{"tag": "train_inner", "loss": 250.0, "wps": 170.0, "num_updates": 10}], "no WER logged (validation was off)"),
 ])
-def test_the_second_panel_shows_wer_when_validated_else_accuracy(tmp_path, records, title):
+def test_the_second_panel_shows_wer_else_accuracy_else_says_so(tmp_path, records, title):
     ax = Figure().subplots()
     _score_panel(ax, read_log(write_log(tmp_path, records)))
     assert ax.get_title() == title

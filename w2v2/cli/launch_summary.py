@@ -138,7 +138,8 @@ def parse_args(argv: Optional[Sequence[str]]) -> argparse.Namespace:
     parser.add_argument("--network", default="wav2vec2", help="network name in the case name (default: wav2vec2)")
     parser.add_argument("--device", default="", help="device kind the run used (cpu, cuda, npu)")
     parser.add_argument("--e2e-seconds", type=int, default=0, metavar="S", help="wall time of the training command")
-    parser.add_argument("--output-dir", type=Path, metavar="DIR", help="where <CaseName>.log goes (default: LOG's folder)")
+    parser.add_argument("--output-dir", type=Path, metavar="DIR",
+                        help="where <CaseName>.log goes (default: LOG's folder)")
     return parser.parse_args(argv)
 
 

@@ -98,12 +98,15 @@ def _score_panel(ax: Any, log: RunLog) -> None:
         ax.set_title("word error rate")
         ax.legend(fontsize="small")
         return
+    if not log.has("", "accuracy"):
+        ax.set_title("no WER logged (validation was off)")
+        return
     train = log.train_tag()
     _draw(ax, log.series(train, "accuracy"), f"train ({train})")
     for tag in log.tags("valid"):
         _draw(ax, log.series(tag, "accuracy"), tag)
     ax.set_ylabel("accuracy")
-    ax.set_title("contrastive accuracy" if log.has("", "accuracy") else "no WER or accuracy logged")
+    ax.set_title("contrastive accuracy")
     ax.legend(fontsize="small")
 
 
@@ -143,7 +146,7 @@ def plot_run(run_dir: Path, output: Optional[Path] = None) -> Path:
     for ax in axes[1]:
         ax.set_xlabel("updates")
     updates = max((values.get("num_updates", 0) for _, values in log.records), default=0)
-    figure.suptitle(f"{run_dir.resolve().name}: {int(updates)} updates")
+    figure.suptitle(f"{'/'.join(run_dir.resolve().parts[-2:])}: {int(updates)} updates")
     tmp = output.with_name(f".{output.name}.{os.getpid()}.tmp")
     try:
         figure.savefig(tmp, format="png", dpi=100)
