@@ -207,8 +207,10 @@ class TrainingRun:
                 self._log_train("train_inner", interval, time.time() - interval_start, wait)
                 interval, interval_start, wait = [], time.time(), 0.0
             if result.stepped and self._mid_epoch_checkpoint_due():
+                paused = time.time()
                 metric = self._maybe_validate(end_of_epoch=False)
                 self._save_if_due(end_of_epoch=False, metric=metric)
+                interval_start += time.time() - paused  # throughput counts training time only
             if self._should_stop():
                 bar.close()
                 self._finish_epoch_logs(epoch_logs, time.time() - epoch_start)
