@@ -5,7 +5,6 @@ from __future__ import annotations
 from typing import Any, Dict, Optional, Tuple
 
 import torch
-import torch.nn.functional as F
 from torch import nn
 
 from w2v2.models.config import Wav2Vec2Config
