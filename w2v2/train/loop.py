@@ -243,6 +243,7 @@ class TrainingRun:
         prefix = "train_" if tag == "train" else ""
         record = {"epoch": self.state.epoch, **{prefix + k: v for k, v in values.items()}}
         self.log.record(tag, record, self.trainer.num_updates)
+        devices.reset_peak_memory(self.device)  # the next record's peak is its own interval's
         return record
 
     def _finish_epoch_logs(self, logs: List[Dict[str, float]], seconds: float) -> None:

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import os
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Callable, Dict, Optional, Union
@@ -115,9 +114,3 @@ def build_ctc_model(cfg: TrainConfig, dictionary: Dictionary) -> Wav2Vec2Ctc:
     model.dictionary = dictionary
     return model
 
-
-def resolve_path(path: Optional[str], base: Union[str, os.PathLike]) -> Optional[str]:
-    """`path` made absolute against `base` (the directory the user ran the command from)."""
-    if not path or os.path.isabs(path):
-        return path
-    return str(Path(base) / path)
