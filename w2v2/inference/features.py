@@ -26,6 +26,16 @@ def encoder_of(model: Union[Wav2Vec2Model, Wav2Vec2Ctc]) -> Wav2Vec2Model:
     return model.w2v_encoder.w2v_model if isinstance(model, Wav2Vec2Ctc) else model
 
 
+def model_input(model: Union[Wav2Vec2Model, Wav2Vec2Ctc], waveform: np.ndarray) -> torch.Tensor:
+    """A mono waveform as the (1, L) float32 source the model expects, on its device (normalised
+    when it was trained on normalised audio)."""
+    device = next(model.parameters()).device
+    source = torch.from_numpy(np.ascontiguousarray(waveform, dtype=np.float32)).to(device)
+    if expects_normalized_input(model):
+        source = F.layer_norm(source, source.shape)
+    return source.unsqueeze(0)
+
+
 @torch.no_grad()
 def extract_features(
     model: Union[Wav2Vec2Model, Wav2Vec2Ctc], waveform: np.ndarray, layer: Optional[int] = None
@@ -35,11 +45,7 @@ def extract_features(
     layers = len(network.encoder.layers)
     if layer is not None and not 0 <= layer < layers:
         raise W2v2Error(f"`--layer` must be between 0 and {layers - 1} for this model, but is {layer} instead.")
-    device = next(network.parameters()).device
-    source = torch.from_numpy(np.ascontiguousarray(waveform, dtype=np.float32)).to(device)
-    if expects_normalized_input(model):
-        source = F.layer_norm(source, source.shape)
-    out = network.extract_features(source.unsqueeze(0), layer=layer)
+    out = network.extract_features(model_input(model, waveform), layer=layer)
     if layer is None:
         return out["x"][0].float().cpu().numpy()
     return out["layer_results"][layer][0][:, 0].float().cpu().numpy()  # (T, B, C) -> (T, C)

@@ -18,13 +18,12 @@ import numpy as np
 import soundfile
 import soxr
 import torch
-import torch.nn.functional as F
 
 from w2v2.data.audio import read_audio
 from w2v2.data.dictionary import Dictionary
 from w2v2.errors import W2v2Error
 from w2v2.inference.decoding import SILENCE, GreedyDecoder
-from w2v2.inference.features import encoder_of, expects_normalized_input
+from w2v2.inference.features import encoder_of, model_input
 from w2v2.models.ctc import Wav2Vec2Ctc
 
 SAMPLE_RATE = 16000
@@ -104,11 +103,7 @@ def frame_log_probs(model: Wav2Vec2Ctc, waveform: np.ndarray, window_seconds: fl
 
 def _window_log_probs(model: Wav2Vec2Ctc, samples: np.ndarray) -> torch.Tensor:
     """(T, V) log-probabilities of one window, on the CPU."""
-    device = next(model.parameters()).device
-    source = torch.from_numpy(np.ascontiguousarray(samples)).to(device)
-    if expects_normalized_input(model):
-        source = F.layer_norm(source, source.shape)
-    net_output = model(source.unsqueeze(0))
+    net_output = model(model_input(model, samples))
     return model.get_normalized_probs(net_output, log_probs=True)[:, 0].cpu()  # (T, 1, V) -> (T, V)
 
 
