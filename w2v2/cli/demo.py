@@ -9,13 +9,13 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
 import time
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Dict, List, Optional
 
 from w2v2.errors import W2v2Error
+from w2v2.fileio import write_text_atomically
 
 REPO_CORPUS = Path(__file__).resolve().parents[2] / "examples" / "demo_corpus"
 REPO_LM = Path(__file__).resolve().parents[2] / "examples" / "lm"
@@ -144,9 +144,7 @@ def _plot(run_dir: Path) -> Optional[str]:
 
 def _report(summary: DemoSummary, work: Path) -> None:
     target = work / "demo_summary.json"
-    tmp = target.with_suffix(".json.tmp")
-    tmp.write_text(json.dumps(asdict(summary), indent=2) + "\n")
-    os.replace(tmp, target)
+    write_text_atomically(target, json.dumps(asdict(summary), indent=2) + "\n")
     lm = f", with the 3-gram LM {summary.lm_wer:.1f} %" if summary.lm_wer is not None else ""
     print(f"[demo] dev WER (unseen voices): untrained {summary.untrained_wer:.1f} % -> fine-tuned greedy "
           f"{summary.greedy_wer:.1f} % (letters {summary.greedy_uer:.1f} %){lm}")

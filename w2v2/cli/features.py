@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import argparse
-import os
 from pathlib import Path
 
 import numpy as np
@@ -11,6 +10,7 @@ from tqdm import tqdm
 
 from w2v2.data.audio import read_audio
 from w2v2.errors import W2v2Error
+from w2v2.fileio import atomic_write
 from w2v2.inference.features import extract_features
 from w2v2.interop.checkpoints import load_model
 
@@ -39,10 +39,8 @@ def run(args: argparse.Namespace) -> int:
     for path, name in zip(tqdm(args.audio, desc="features", unit="file"), names):
         features = extract_features(model, read_audio(path), args.layer)
         target = out_dir / f"{name}.npy"
-        tmp = out_dir / f"{name}.npy.tmp"
-        with open(tmp, "wb") as handle:
+        with atomic_write(target, "wb") as handle:
             np.save(handle, features)
-        os.replace(tmp, target)
         frames += features.shape[0]
     print(f"wrote {len(names)} feature files ({frames} frames, dim {features.shape[1]}) to {out_dir}")
     return 0

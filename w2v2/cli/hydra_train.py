@@ -18,6 +18,7 @@ from pathlib import Path
 from typing import List, Optional, Sequence
 
 from w2v2.errors import W2v2Error
+from w2v2.fileio import write_text_atomically
 from w2v2.train.config_loading import LoadedConfig, load_train_config
 from w2v2.train.progress import setup_console_logging
 
@@ -73,9 +74,7 @@ def _write_config(loaded: LoadedConfig, run_dir: Path) -> None:
 
     target = run_dir / ".hydra" / "config.yaml"
     target.parent.mkdir(exist_ok=True)
-    tmp = target.with_suffix(".yaml.tmp")
-    tmp.write_text(OmegaConf.to_yaml(OmegaConf.create(loaded.cfg.to_dict())), encoding="utf-8")
-    os.replace(tmp, target)
+    write_text_atomically(target, OmegaConf.to_yaml(OmegaConf.create(loaded.cfg.to_dict())))
 
 
 def spawn(argv: List[str], cwd: str, nprocs: int) -> None:

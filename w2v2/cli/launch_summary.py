@@ -14,7 +14,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
 import platform
 import re
 import sys
@@ -23,6 +22,7 @@ from pathlib import Path
 from typing import Dict, Iterator, List, Optional, Sequence, Tuple
 
 from w2v2.errors import W2v2Error
+from w2v2.fileio import write_text_atomically
 
 RECORD = re.compile(r"^\[[^\]]*\]\[(?P<tag>[^\]]+)\]\[[A-Z]+\] - (?P<body>\{.*\})\s*$")
 
@@ -120,9 +120,7 @@ def final_lines(args: argparse.Namespace, figs: LogFigures) -> List[str]:
 
 def write_summary(path: Path, entries: Sequence[Tuple[str, str]]) -> None:
     """`Key = value` lines, written to a temporary file and renamed into place."""
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    tmp.write_text("".join(f"{key} = {value}\n" for key, value in entries), encoding="utf-8")
-    os.replace(tmp, path)
+    write_text_atomically(path, "".join(f"{key} = {value}\n" for key, value in entries))
 
 
 def _number(value: Optional[float], digits: int) -> str:

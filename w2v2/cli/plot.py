@@ -8,12 +8,12 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Dict, List, Optional, Tuple
 
 from w2v2.errors import W2v2Error
+from w2v2.fileio import atomic_write
 
 DEFAULT_NAME = "training.png"
 
@@ -147,12 +147,8 @@ def plot_run(run_dir: Path, output: Optional[Path] = None) -> Path:
         ax.set_xlabel("updates")
     updates = max((values.get("num_updates", 0) for _, values in log.records), default=0)
     figure.suptitle(f"{'/'.join(run_dir.resolve().parts[-2:])}: {int(updates)} updates")
-    tmp = output.with_name(f".{output.name}.{os.getpid()}.tmp")
-    try:
-        figure.savefig(tmp, format="png", dpi=100)
-        os.replace(tmp, output)
-    finally:
-        tmp.unlink(missing_ok=True)
+    with atomic_write(output, "wb") as handle:
+        figure.savefig(handle, format="png", dpi=100)
     return output
 
 

@@ -10,6 +10,7 @@ from typing import Iterable, List, Sequence, Tuple
 import torch
 
 from w2v2.errors import W2v2Error
+from w2v2.fileio import write_text_atomically
 
 SPECIALS = ("<s>", "<pad>", "</s>", "<unk>")
 
@@ -63,9 +64,7 @@ class Dictionary:
         """Write the non-special symbols as `SYMBOL COUNT` lines, atomically."""
         path = Path(path)
         body = "".join(f"{s} {c}\n" for s, c in zip(self.symbols[self.nspecial :], self.count[self.nspecial :]))
-        tmp = path.with_name(path.name + ".tmp")
-        tmp.write_text(body, encoding="utf-8")
-        os.replace(tmp, path)
+        write_text_atomically(path, body)
 
     def add_symbol(self, symbol: str, count: int = 1) -> int:
         """Add `symbol` (or raise its count) and return its index."""

@@ -8,8 +8,9 @@ from pathlib import Path
 from typing import Dict, List, Optional, Sequence, Tuple
 
 from w2v2.data.dictionary import Dictionary, dictionary_from_lines
-from w2v2.data.manifest import PathLike, join_lines, read_lines, read_manifest, writable_dir, write_atomically
+from w2v2.data.manifest import PathLike, join_lines, read_lines, read_manifest, writable_dir
 from w2v2.errors import W2v2Error
+from w2v2.fileio import write_texts_atomically
 
 # A chapter's transcripts: utterance id -> (words, line number in its trans.txt).
 Chapter = Tuple[Path, Dict[str, Tuple[str, int]]]
@@ -53,7 +54,7 @@ def write_labels(tsv: PathLike, output_dir: PathLike, output_name: str) -> Label
     out = writable_dir(output_dir)
     words = transcripts(manifest.root, [relpath for relpath, _ in manifest.entries], manifest.path)
     wrd_path, ltr_path = out / f"{output_name}.wrd", out / f"{output_name}.ltr"
-    write_atomically({wrd_path: join_lines(words), ltr_path: join_lines(letters(w) for w in words)})
+    write_texts_atomically({wrd_path: join_lines(words), ltr_path: join_lines(letters(w) for w in words)})
     return LabelsSummary(len(words), sum(len(w.split()) for w in words), wrd_path, ltr_path)
 
 

@@ -18,9 +18,9 @@ from w2v2.data.manifest import (
     skipped_files,
     usable_audio,
     writable_dir,
-    write_atomically,
 )
 from w2v2.errors import W2v2Error
+from w2v2.fileio import write_texts_atomically
 
 # Searched in this order: LibriSpeech ships flac, the bundled demo corpus Ogg/Opus.
 AUDIO_EXTENSIONS = ("flac", "wav", "ogg", "opus")
@@ -87,7 +87,7 @@ def prepare_librispeech(
         summaries.append(SubsetSummary(name, list(members), len(files), sum(f.seconds for f in files)))
     dictionary = dictionary_from_lines(outputs[out / "train.ltr"].splitlines())
     save_dictionary(dictionary, out / "dict.ltr.txt")
-    write_atomically(outputs)
+    write_texts_atomically(outputs)
     skipped = [s for split in splits for s in skipped_files(scanned[split])]
     return LibriSpeechSummary(out, ext, summaries, len(dictionary) - dictionary.nspecial, skipped)
 

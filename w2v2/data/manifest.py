@@ -9,12 +9,13 @@ import random
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Callable, Iterable, List, Mapping, Optional, Sequence, Tuple, Union
+from typing import Callable, Iterable, List, Optional, Sequence, Tuple, Union
 
 import soundfile
 from tqdm import tqdm
 
 from w2v2.errors import W2v2Error
+from w2v2.fileio import write_texts_atomically
 
 PathLike = Union[str, os.PathLike]
 SAMPLE_RATE = 16000
@@ -100,7 +101,7 @@ def write_manifest(
     outputs = {out / "train.tsv": format_manifest(real_root, train)}
     if valid_percent > 0:
         outputs[out / "valid.tsv"] = format_manifest(real_root, valid)
-    write_atomically(outputs)
+    write_texts_atomically(outputs)
     return ManifestSummary(
         root=real_root,
         train_files=sum(f.problem is None for f in train),
@@ -266,19 +267,3 @@ def writable_dir(path: PathLike) -> Path:
     if not os.access(path, os.W_OK):
         raise W2v2Error(f"the output directory must be writable, but {path} is not.")
     return path
-
-
-def write_atomically(outputs: Mapping[Path, str]) -> None:
-    """Write each text to `name.tmp`, then rename them all: a failure leaves no output half-written."""
-    tmps = {path: path.with_name(path.name + ".tmp") for path in outputs}
-    try:
-        for path, text in outputs.items():
-            with open(tmps[path], "w", encoding="utf-8", newline="\n") as handle:
-                handle.write(text)
-        for path, tmp in tmps.items():
-            os.replace(tmp, path)
-    except OSError as error:
-        for tmp in tmps.values():
-            if os.path.isfile(tmp):
-                os.remove(tmp)
-        raise W2v2Error(f"cannot write {path}: {error.strerror}.") from error

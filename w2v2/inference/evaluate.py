@@ -18,6 +18,7 @@ from w2v2.data.dictionary import Dictionary
 from w2v2.data.loader import build_dataloader
 from w2v2.devices import pick_device, synchronize
 from w2v2.errors import W2v2Error
+from w2v2.fileio import write_texts_atomically
 from w2v2.inference.decoding import Decoder, LmOptions, alignment_scores, build_decoder
 from w2v2.inference.features import expects_normalized_input
 from w2v2.interop.checkpoints import load_model
@@ -192,8 +193,5 @@ def write_results(result: EvalResult, results_path: PathLike) -> List[Path]:
     outputs = {folder / f"{prefix}-{tag}.txt": "".join(f"{getattr(u, column)} (None-{u.id})\n" for u in result.details)
                for prefix, column in columns.items()}
     outputs[folder / f"result-{tag}.json"] = json.dumps(result.to_json(), indent=2) + "\n"
-    for path, text in outputs.items():
-        tmp = path.with_name(path.name + ".tmp")
-        tmp.write_text(text, encoding="utf-8")
-        os.replace(tmp, path)
+    write_texts_atomically(outputs)
     return list(outputs)

@@ -12,13 +12,13 @@ interpolated with the uniform distribution over the vocabulary (with `</s>` and 
 from __future__ import annotations
 
 import math
-import os
 from collections import Counter, defaultdict
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Dict, Iterable, List, Sequence, Tuple
 
 from w2v2.errors import W2v2Error
+from w2v2.fileio import write_texts_atomically
 
 BOS, EOS, UNK = "<s>", "</s>", "<unk>"
 NO_PROBABILITY = -99.0  # log10 "probability" ARPA gives `<s>`, which is never predicted
@@ -143,8 +143,5 @@ def write_lm_files(sentences: Sequence[Sequence[str]], arpa: Path, lexicon: Path
     model = kneser_ney(sentences, order)
     words = (word for sentence in sentences for word in sentence)
     outputs = {arpa: model.to_arpa(), lexicon: "".join(f"{line}\n" for line in lexicon_lines(words))}
-    for path, text in outputs.items():
-        tmp = path.with_name(path.name + ".tmp")
-        tmp.write_text(text, encoding="utf-8")
-        os.replace(tmp, path)
+    write_texts_atomically(outputs)
     return model

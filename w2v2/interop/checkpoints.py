@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import os
-import tempfile
 from pathlib import Path
 from typing import Any, Dict, Optional, Union
 
@@ -12,6 +11,7 @@ from torch import nn
 
 from w2v2.data.dictionary import Dictionary
 from w2v2.errors import W2v2Error
+from w2v2.fileio import atomic_write
 from w2v2.interop.fairseq_config import config_from_checkpoint, pretraining_config_of
 from w2v2.interop.safe_load import as_fairseq_dictionary, load_checkpoint_file, pickled_as_fairseq_dictionary
 from w2v2.models.config import Wav2Vec2Config, Wav2Vec2CtcConfig
@@ -141,13 +141,7 @@ def atomic_torch_save(obj: Any, path: Path) -> None:
     """`torch.save` to a temporary file beside `path`, then rename it into place."""
     try:
         path.parent.mkdir(parents=True, exist_ok=True)
-        fd, tmp = tempfile.mkstemp(prefix=path.name + ".", suffix=".tmp", dir=path.parent)
     except OSError as error:
         raise W2v2Error(f"cannot write checkpoint {path}: {error.strerror}.") from error
-    try:
-        with os.fdopen(fd, "wb") as handle, pickled_as_fairseq_dictionary():
-            torch.save(obj, handle)
-        os.replace(tmp, path)
-    except BaseException:
-        os.unlink(tmp)
-        raise
+    with atomic_write(path, "wb") as handle, pickled_as_fairseq_dictionary():
+        torch.save(obj, handle)

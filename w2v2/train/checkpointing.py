@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import os
 import random
 import re
 import shutil
@@ -14,6 +13,7 @@ import numpy as np
 import torch
 
 from w2v2.errors import W2v2Error
+from w2v2.fileio import atomic_write
 from w2v2.interop.checkpoints import atomic_torch_save
 from w2v2.train.config import CheckpointConfig
 
@@ -88,9 +88,8 @@ class CheckpointPolicy:
         atomic_torch_save(state, first)
         paths = [first]
         for name in decision.names[1:]:
-            tmp = self.save_dir / f".{name}.tmp"
-            shutil.copyfile(first, tmp)
-            os.replace(tmp, self.save_dir / name)
+            with open(first, "rb") as source, atomic_write(self.save_dir / name, "wb") as copy:
+                shutil.copyfileobj(source, copy)
             paths.append(self.save_dir / name)
         self._prune()
         return paths
