@@ -21,6 +21,7 @@ class LocalModel(torch.nn.Module):
         super().__init__()
         self.feature_extractor = SimpleNamespace(conv_spec=[(8, 400, 320)])
         self.proj = torch.nn.Conv1d(1, 8, 400, stride=320)
+        self.fairseq_cfg = {}  # as loaded models carry: no task config
 
     def forward(self, source):
         return {"encoder_out": self.proj(source[:, None]).permute(2, 0, 1)}  # (B, V, T) -> (T, B, V)

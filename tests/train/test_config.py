@@ -8,7 +8,8 @@ import torch
 
 from w2v2.errors import W2v2Error
 from w2v2.models.config import Wav2Vec2Config, Wav2Vec2CtcConfig
-from w2v2.train.config import AudioFinetuningConfig, AudioPretrainingConfig, CtcCriterionConfig
+from w2v2.data.config import AudioFinetuningConfig, AudioPretrainingConfig
+from w2v2.train.config import CtcCriterionConfig, FinetuningConfig, PretrainingConfig
 from w2v2.train.config_loading import bundled_config_names, load_train_config, validate_train_config
 from w2v2.train.lr_schedules import PolynomialDecayConfig, TriStageConfig
 from w2v2.train.optim import parse_betas
@@ -40,7 +41,7 @@ def test_every_recipe_is_bundled():
 def test_pretraining_recipes_validate(name):
     cfg = load(name).cfg
     assert isinstance(cfg.model, Wav2Vec2Config) and isinstance(cfg.lr_scheduler, PolynomialDecayConfig)
-    assert not cfg.is_finetuning and cfg.task.data == "/data/manifest"
+    assert isinstance(cfg, PretrainingConfig) and cfg.task.data == "/data/manifest"
 
 
 @pytest.mark.parametrize("name", FINETUNING)
@@ -48,7 +49,7 @@ def test_finetuning_recipes_validate(name):
     cfg = load(name).cfg
     assert isinstance(cfg.model, Wav2Vec2CtcConfig) and isinstance(cfg.lr_scheduler, TriStageConfig)
     assert isinstance(cfg.task, AudioFinetuningConfig) and cfg.task.labels == "ltr"
-    assert cfg.is_finetuning and cfg.model.w2v_path == "/data/wav2vec_small.pt"
+    assert isinstance(cfg, FinetuningConfig) and cfg.model.w2v_path == "/data/wav2vec_small.pt"
 
 
 @pytest.mark.parametrize("name", ["pretraining/wav2vec2_base_librispeech", "finetuning/base_100h"])
@@ -181,7 +182,7 @@ def test_unknown_group_suggests_the_group():
         ("optimization.max_update=abc", "optimization.max_update", "must be an integer, but is 'abc'"),
         ("common.fp16=maybe", "common.fp16", "must be a boolean"),
         ("lr_scheduler._name=cosine", "lr_scheduler._name", "must be one of polynomial_decay, tri_stage, fixed"),
-        ("criterion._name=wav2vec ~criterion.zero_infinity", "model._name", "must be wav2vec2 with the wav2vec"),
+        ("criterion._name=wav2vec ~criterion.zero_infinity +criterion.infonce=true", "model._name", "must be wav2vec2 with the wav2vec"),
         ("distributed_training.ddp_backend=fully_sharded", "distributed_training.ddp_backend", "not supported"),
         ("optimizer.adam_betas=(0.9)", "optimizer.adam_betas", "must be two numbers"),
     ],

@@ -98,16 +98,16 @@ def test_scheduler_state_is_fairseqs_best_loss():
 
 
 @pytest.mark.parametrize(
-    "cfg, key",
+    "schema, values, key",
     [
-        (TriStageConfig(phase_ratio=[0.1, 0.4, 0.4], max_update=100.0, lr=[1.0]), "lr_scheduler.phase_ratio"),
-        (TriStageConfig(phase_ratio=[0.1, 0.4, 0.5], max_update=0.0, lr=[1.0]), "lr_scheduler.max_update"),
-        (TriStageConfig(warmup_steps=10, lr=[1.0]), "lr_scheduler.decay_steps"),
-        (PolynomialDecayConfig(total_num_update=0.0, lr=[1.0]), "lr_scheduler.total_num_update"),
-        (PolynomialDecayConfig(total_num_update=10.0, lr=[1.0, 0.5]), "lr_scheduler.lr"),
-        (FixedConfig(force_anneal=3, lr=[1.0]), "lr_scheduler.force_anneal"),
+        (TriStageConfig, dict(phase_ratio=[0.1, 0.4, 0.4], max_update=100.0, lr=[1.0]), "lr_scheduler.phase_ratio"),
+        (TriStageConfig, dict(phase_ratio=[0.1, 0.4, 0.5], max_update=0.0, lr=[1.0]), "lr_scheduler.max_update"),
+        (TriStageConfig, dict(warmup_steps=10, lr=[1.0]), "lr_scheduler.decay_steps"),
+        (PolynomialDecayConfig, dict(total_num_update=0.0, lr=[1.0]), "lr_scheduler.total_num_update"),
+        (PolynomialDecayConfig, dict(total_num_update=10.0, lr=[1.0, 0.5]), "lr_scheduler.lr"),
+        (FixedConfig, dict(force_anneal=3, lr=[1.0]), "lr_scheduler.force_anneal"),
     ],
 )
-def test_invalid_schedules_name_the_key(cfg, key):
+def test_invalid_schedules_name_the_key(schema, values, key):
     with pytest.raises(W2v2Error, match=f"`{key}`"):
-        LrScheduler(cfg)
+        schema.from_dict(values, "lr_scheduler")

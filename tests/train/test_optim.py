@@ -63,9 +63,10 @@ def test_no_trainable_parameters_is_an_error():
 
 
 @pytest.mark.parametrize(
-    "cfg, key",
-    [(AdamConfig(adam_eps=0.0), "optimizer.adam_eps"), (AdamConfig(weight_decay=-1.0), "optimizer.weight_decay")],
+    "values, key",
+    [({"adam_eps": 0.0}, "optimizer.adam_eps"), ({"weight_decay": -1.0}, "optimizer.weight_decay"),
+     ({"fp16_adam_stats": True}, "optimizer.fp16_adam_stats")],
 )
-def test_invalid_values_name_the_key(cfg, key):
+def test_invalid_values_name_the_key(values, key):
     with pytest.raises(W2v2Error, match=f"`{key}`"):
-        build_optimizer([torch.nn.Parameter(torch.zeros(1))], cfg)
+        AdamConfig.from_dict(values, "optimizer")

@@ -17,7 +17,7 @@ def expects_normalized_input(model: Union[Wav2Vec2Model, Wav2Vec2Ctc]) -> bool:
     """Whether the model was trained on zero-mean, unit-variance waveforms (the LARGE recipes)."""
     if isinstance(model, Wav2Vec2Ctc):
         return model.cfg.normalize
-    task = (getattr(model, "fairseq_cfg", None) or {}).get("task") or {}
+    task = model.fairseq_cfg.get("task") or {}
     return bool(task.get("normalize", False))
 
 

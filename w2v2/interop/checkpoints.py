@@ -51,7 +51,7 @@ def build_model(cfg: Dict[str, Any], where: str, weights: Optional[Dict[str, tor
             if not ctc_cfg.w2v_path:
                 raise W2v2Error(f"{where}: `model.w2v_args` and `model.w2v_path` are both empty.")
             pretraining = config_from_checkpoint(load_checkpoint_file(ctc_cfg.w2v_path, trusted), ctc_cfg.w2v_path)
-        pretrained = Wav2Vec2Config.from_dict(pretraining["model"], where="model.w2v_args.model")
+        pretrained = Wav2Vec2Config.from_dict(pretraining["model"], "model.w2v_args.model")
         if weights is None or "w2v_encoder.proj.weight" not in weights:
             raise W2v2Error(f"{where}: the output size is unknown (no `w2v_encoder.proj.weight`).")
         return Wav2Vec2Ctc(ctc_cfg, pretrained, weights["w2v_encoder.proj.weight"].size(0))
@@ -76,12 +76,10 @@ def load_state(model: nn.Module, weights: Dict[str, torch.Tensor], where: str) -
 def model_config(model: Model) -> Dict[str, Any]:
     """The `model` group fairseq needs to rebuild `model`."""
     if isinstance(model, Wav2Vec2Ctc):
-        pretraining = getattr(model, "fairseq_cfg", {}).get("model", {}).get("w2v_args")
-        if pretraining is None:
-            pretraining = {"task": {"_name": "audio_pretraining", "normalize": model.cfg.normalize},
-                           "model": {"_name": "wav2vec2", **model.pretrained_cfg.to_dict()}}
-        return {"_name": "wav2vec_ctc", **model.cfg.to_dict(), "w2v_args": pretraining}
-    return {"_name": "wav2vec2", **model.cfg.to_dict()}
+        pretraining = model.cfg.w2v_args or {"task": {"_name": "audio_pretraining", "normalize": model.cfg.normalize},
+                                             "model": model.pretrained_cfg.to_dict()}
+        return {**model.cfg.to_dict(), "w2v_args": pretraining}
+    return model.cfg.to_dict()
 
 
 def save_checkpoint(
@@ -111,10 +109,10 @@ def checkpoint_dict(
     extra_state: Optional[Dict[str, Any]] = None,
 ) -> Dict[str, Any]:
     """fairseq's checkpoint dict for `model` and the config groups `cfg` (default: the model's own)."""
-    groups = dict(cfg if cfg is not None else getattr(model, "fairseq_cfg", None) or {})
+    groups = dict(cfg if cfg is not None else model.fairseq_cfg)
     groups["model"] = model_config(model)
     groups.setdefault("task", {"_name": "audio_finetuning" if isinstance(model, Wav2Vec2Ctc) else "audio_pretraining"})
-    dictionary = dictionary if dictionary is not None else getattr(model, "dictionary", None)
+    dictionary = dictionary if dictionary is not None else (model.dictionary if isinstance(model, Wav2Vec2Ctc) else None)
     extra = {"train_iterator": {"epoch": 1, "iterations_in_epoch": 0, "shuffle": True}, "val_loss": None,
              "best": None, "metrics": {}, "previous_training_time": 0.0}
     extra.update(extra_state or {})

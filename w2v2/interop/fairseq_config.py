@@ -3,17 +3,12 @@
 from __future__ import annotations
 
 import argparse
-import dataclasses
 from typing import Any, Dict, Mapping, Optional
 
+from w2v2.data.config import TASK_CONFIGS, AudioPretrainingConfig
 from w2v2.errors import W2v2Error
-from w2v2.models.config import Wav2Vec2Config, Wav2Vec2CtcConfig
-
-GROUPS = ("common", "checkpoint", "task", "dataset", "distributed_training", "criterion", "optimization",
-          "optimizer", "lr_scheduler", "model")
-# Legacy `args` fields that belong to the task group.
-TASK_FIELDS = ("data", "normalize", "sample_rate", "max_sample_size", "min_sample_size", "labels",
-               "enable_padding")
+from w2v2.models.config import MODEL_CONFIGS
+from w2v2.schema import groups_from_flat
 
 
 def config_from_checkpoint(state: Mapping[str, Any], where: str) -> Dict[str, Any]:
@@ -42,16 +37,14 @@ def config_from_args(args: argparse.Namespace) -> Dict[str, Any]:
     """Groups for a pre-2021 flat Namespace (`arch`, `task` and every field by its legacy name)."""
     values = vars(args)
     arch = values.get("arch")
-    schemas = {"wav2vec2": Wav2Vec2Config, "wav2vec_ctc": Wav2Vec2CtcConfig}
-    if arch not in schemas:
+    if arch not in MODEL_CONFIGS:
         raise W2v2Error(f"legacy checkpoint args have `arch` = {arch!r}; only wav2vec2 and wav2vec_ctc are supported.")
-    names = {f.name for f in dataclasses.fields(schemas[arch])}
-    model = {"_name": arch, **{k: v for k, v in values.items() if k in names}}
-    if arch == "wav2vec_ctc" and model.get("w2v_args") is not None:
-        model["w2v_args"] = to_plain(model["w2v_args"])
-    task = {"_name": values.get("task"), **{k: values[k] for k in TASK_FIELDS if k in values}}
-    criterion = {"_name": values.get("criterion")}
-    return {"task": task, "criterion": criterion, "model": model}
+    task_schema = TASK_CONFIGS.get(values.get("task"), AudioPretrainingConfig)
+    groups = groups_from_flat(values, {"task": task_schema, "model": MODEL_CONFIGS[arch]})
+    groups["model"]["_name"], groups["task"]["_name"] = arch, values.get("task")
+    if groups["model"].get("w2v_args") is not None:
+        groups["model"]["w2v_args"] = to_plain(groups["model"]["w2v_args"])
+    return {**groups, "criterion": {"_name": values.get("criterion")}}
 
 
 def pretraining_config_of(ctc_model_group: Mapping[str, Any], where: str) -> Optional[Dict[str, Any]]:

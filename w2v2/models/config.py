@@ -4,45 +4,16 @@ from __future__ import annotations
 
 import ast
 import dataclasses
-import difflib
 from dataclasses import dataclass, field
-from typing import Any, List, Mapping, Optional, Tuple, Type, TypeVar
+from typing import Any, Dict, List, Optional, Tuple
 
 from w2v2.errors import W2v2Error
+from w2v2.schema import Group, default_only, linked, no_effect, one_of, require
 
 ConvSpec = List[Tuple[int, int, int]]
-C = TypeVar("C", bound="_FromDict")
-
-
-class _FromDict:
-    """Builds a config dataclass from a plain dict, refusing unknown keys by name."""
-
-    # fairseq keys that exist in saved configs but change nothing in our models.
-    IGNORED: Tuple[str, ...] = ()
-
-    @classmethod
-    def from_dict(cls: Type[C], values: Mapping[str, Any], where: str = "model") -> C:
-        """Return the config for `values`; unknown keys are errors naming `where.key`."""
-        names = {f.name for f in dataclasses.fields(cls)}
-        kwargs = {}
-        for key, value in values.items():
-            if key == "_name" or key in cls.IGNORED:
-                continue
-            if key not in names:
-                close = difflib.get_close_matches(key, sorted(names), n=1)
-                hint = f" Did you mean `{where}.{close[0]}`?" if close else ""
-                raise W2v2Error(f"`{where}.{key}` is not a known {cls.__name__} field.{hint}")
-            kwargs[key] = value
-        config = cls(**kwargs)
-        config.validate(where)
-        return config
-
-    def to_dict(self) -> dict:
-        """Plain nested dict, as fairseq stores a config group in a checkpoint (tuples as lists)."""
-        return {k: list(v) if isinstance(v, tuple) else v for k, v in dataclasses.asdict(self).items()}
-
-    def validate(self, where: str) -> None:
-        """Normalise string-typed fields and check values; raises W2v2Error."""
+MASK_DISTRIBUTIONS = ("static", "uniform", "normal", "poisson")
+ADAPTERS = "adapters are not implemented"
+DATA2VEC = "a data2vec option"
 
 
 def parse_conv_layers(spec: str, where: str = "model.conv_feature_layers") -> ConvSpec:
@@ -55,8 +26,8 @@ def parse_conv_layers(spec: str, where: str = "model.conv_feature_layers") -> Co
             f"`{where}` must be a list of (dim, kernel, stride) tuples such as "
             f"\"[(512,10,5)]+[(512,3,2)]*4\", but is {spec!r} instead ({error})."
         ) from error
-    if not layers or any(len(layer) != 3 or min(layer) <= 0 for layer in layers):
-        raise W2v2Error(f"`{where}` must hold positive (dim, kernel, stride) triples, but is {spec!r}.")
+    require(bool(layers) and all(len(layer) == 3 and min(layer) > 0 for layer in layers), where,
+            f"must hold positive (dim, kernel, stride) triples, but is {spec!r}.")
     return layers  # type: ignore[return-value]
 
 
@@ -72,29 +43,8 @@ def _literal_with_ops(node: ast.AST) -> Any:
     raise ValueError(f"unexpected {type(node).__name__}")
 
 
-def _as_float_tuple(value: Any, where: str, size: int) -> Tuple[float, ...]:
-    """Accept `(2,0.5,0.999995)` as a string (legacy args) or a list."""
-    if isinstance(value, str):
-        try:
-            value = ast.literal_eval(value)
-        except (SyntaxError, ValueError) as error:
-            raise W2v2Error(f"`{where}` must be a tuple of {size} numbers, but is {value!r} instead.") from error
-    try:
-        result = tuple(float(v) for v in value)
-    except TypeError as error:
-        raise W2v2Error(f"`{where}` must be a tuple of {size} numbers, but is {value!r} instead.") from error
-    if len(result) != size:
-        raise W2v2Error(f"`{where}` must have {size} numbers, but is {value!r} instead.")
-    return result
-
-
-def _require(condition: bool, where: str, message: str) -> None:
-    if not condition:
-        raise W2v2Error(f"`{where}` {message}")
-
-
 @dataclass
-class MaskConfig:
+class MaskConfig(Group):
     """Time and channel masking fields shared by pretraining and fine-tuning configs."""
 
     mask_length: int = 10  # span length in frames
@@ -113,22 +63,25 @@ class MaskConfig:
     no_mask_channel_overlap: bool = False
     mask_channel_min_space: int = 1
 
+    def check(self, where: str) -> None:
+        for name in ("mask_selection", "mask_channel_selection"):
+            one_of(getattr(self, name), MASK_DISTRIBUTIONS, f"{where}.{name}")
+
 
 @dataclass
-class Wav2Vec2Config(MaskConfig, _FromDict):
+class Wav2Vec2Config(MaskConfig):
     """fairseq's `wav2vec2` model group; defaults are fairseq's (the BASE model)."""
 
-    IGNORED = ("fp16", "checkpoint_activations", "offload_activations", "min_params_to_wrap",
-               "adp_num", "adp_dim", "adp_act_fn", "adp_trf_idx", "depthwise_conv_kernel_size",
-               "attn_type", "max_positions", "pos_enc_type")
+    LEGACY = {"offload_activations": None, "min_params_to_wrap": None}  # fine-tuning overrides of older fairseq
 
+    _name: str = "wav2vec2"
     extractor_mode: str = "default"  # "default": group norm in block 0; "layer_norm": LN in every block
     encoder_layers: int = 12
     encoder_embed_dim: int = 768
     encoder_ffn_embed_dim: int = 3072
     encoder_attention_heads: int = 12
-    activation_fn: str = "gelu"
-    layer_type: str = "transformer"
+    activation_fn: str = default_only("gelu", "wav2vec 2.0 uses gelu")
+    layer_type: str = default_only("transformer", "conformer layers are not implemented")
     dropout: float = 0.1
     attention_dropout: float = 0.1
     activation_dropout: float = 0.0
@@ -141,47 +94,56 @@ class Wav2Vec2Config(MaskConfig, _FromDict):
     conv_bias: bool = False
     logit_temp: float = 0.1
     quantize_targets: bool = False
-    quantize_input: bool = False
-    same_quantizer: bool = False
+    quantize_input: bool = default_only(False, "quantized encoder input is not implemented")
+    same_quantizer: bool = default_only(False, "it only matters with quantize_input")
     target_glu: bool = False
     feature_grad_mult: float = 1.0
-    quantizer_depth: int = 1
-    quantizer_factor: int = 3
+    quantizer_depth: int = default_only(1, "stacked quantizers are not implemented")
+    quantizer_factor: int = no_effect(3)  # only used with quantizer_depth > 1
     latent_vars: int = 320
     latent_groups: int = 2
     latent_dim: int = 0  # 0 → final_dim
     num_negatives: int = 100
     negatives_from_everywhere: bool = False
     cross_sample_negatives: int = 0
-    codebook_negatives: int = 0
+    codebook_negatives: int = default_only(0, "codebook distractors are not implemented")
     conv_pos: int = 128
     conv_pos_groups: int = 16
-    pos_conv_depth: int = 1
+    pos_conv_depth: int = default_only(1, "stacked positional convolutions are data2vec's")
     latent_temp: Tuple[float, float, float] = (2.0, 0.5, 0.999995)  # start, floor, decay per update
+    max_positions: int = no_effect(100000)  # conformer positions
+    checkpoint_activations: bool = no_effect(False)
     required_seq_len_multiple: int = 2
     crop_seq_to_multiple: int = 1
+    depthwise_conv_kernel_size: int = no_effect(31)  # conformer
+    attn_type: str = no_effect("")  # conformer
+    pos_enc_type: str = no_effect("abs")  # conformer
+    fp16: bool = no_effect(False)  # conformer
+    adp_num: int = default_only(-1, ADAPTERS)
+    adp_dim: int = no_effect(64)
+    adp_act_fn: str = no_effect("relu")
+    adp_trf_idx: str = no_effect("all")
 
-    def validate(self, where: str = "model") -> None:
-        self.latent_temp = _as_float_tuple(self.latent_temp, f"{where}.latent_temp", 3)  # type: ignore[assignment]
+    @classmethod
+    def prepare(cls, values: Dict[str, Any]) -> Dict[str, Any]:
+        """Legacy `args` store latent_temp as the string "(2,0.5,0.999995)"."""
+        if isinstance(values.get("latent_temp"), str):
+            try:
+                values["latent_temp"] = list(ast.literal_eval(values["latent_temp"]))
+            except (SyntaxError, ValueError, TypeError) as error:
+                raise W2v2Error(f"`model.latent_temp` must be three numbers, but is {values['latent_temp']!r}.") from error
+        return values
+
+    def check(self, where: str) -> None:
+        super().check(where)
+        require(len(self.latent_temp) == 3, f"{where}.latent_temp",
+                f"must be three numbers (start, floor, decay), but is {list(self.latent_temp)} instead.")
+        self.latent_temp = tuple(float(v) for v in self.latent_temp)  # type: ignore[assignment]
         parse_conv_layers(self.conv_feature_layers, f"{where}.conv_feature_layers")
-        _require(self.extractor_mode in ("default", "layer_norm"), f"{where}.extractor_mode",
-                 f"must be 'default' or 'layer_norm', but is {self.extractor_mode!r} instead.")
-        _require(self.activation_fn == "gelu", f"{where}.activation_fn",
-                 f"must be 'gelu' (the only activation wav2vec 2.0 uses), but is {self.activation_fn!r}.")
-        _require(self.layer_type == "transformer", f"{where}.layer_type",
-                 f"must be 'transformer'; {self.layer_type!r} (conformer) is not supported.")
-        _require(self.pos_conv_depth == 1, f"{where}.pos_conv_depth",
-                 f"must be 1 (wav2vec 2.0); {self.pos_conv_depth} (data2vec) is not supported.")
-        for name in ("quantize_input", "same_quantizer"):
-            _require(not getattr(self, name), f"{where}.{name}", "is not supported; it must be false.")
-        _require(self.codebook_negatives == 0, f"{where}.codebook_negatives", "is not supported; it must be 0.")
-        _require(self.quantizer_depth == 1, f"{where}.quantizer_depth", "is not supported; it must be 1.")
-        _require(self.encoder_embed_dim % self.encoder_attention_heads == 0, f"{where}.encoder_embed_dim",
-                 f"({self.encoder_embed_dim}) must be divisible by encoder_attention_heads "
-                 f"({self.encoder_attention_heads}).")
-        for name in ("mask_selection", "mask_channel_selection"):
-            _require(getattr(self, name) in ("static", "uniform", "normal", "poisson"), f"{where}.{name}",
-                     f"must be static, uniform, normal or poisson, but is {getattr(self, name)!r}.")
+        one_of(self.extractor_mode, ("default", "layer_norm"), f"{where}.extractor_mode")
+        require(self.encoder_embed_dim % self.encoder_attention_heads == 0, f"{where}.encoder_embed_dim",
+                f"({self.encoder_embed_dim}) must be divisible by encoder_attention_heads "
+                f"({self.encoder_attention_heads}).")
 
     @property
     def conv_layers(self) -> ConvSpec:
@@ -203,13 +165,10 @@ FINETUNE_OVERRIDES = {
 
 
 @dataclass
-class Wav2Vec2CtcConfig(MaskConfig, _FromDict):
+class Wav2Vec2CtcConfig(MaskConfig):
     """fairseq's `wav2vec_ctc` model group: a pretrained model plus a letter projection."""
 
-    IGNORED = ("checkpoint_activations", "offload_activations", "min_params_to_wrap", "ddp_backend",
-               "data", "drop_path", "update_alibi", "load_ema", "layer_type", "adp_num", "adp_dim",
-               "adp_act_fn", "adp_trf_idx", "freeze_regex", "zero_mask")
-
+    _name: str = "wav2vec_ctc"
     w2v_path: Optional[str] = None  # the pretrained checkpoint
     no_pretrained_weights: bool = False  # build from w2v_args but keep the random init
     apply_mask: bool = False  # mask while training
@@ -222,17 +181,33 @@ class Wav2Vec2CtcConfig(MaskConfig, _FromDict):
     feature_grad_mult: float = 0.0
     layerdrop: float = 0.0
     freeze_finetune_updates: int = 0  # the pretrained part gets no gradient before this update
-    normalize: bool = False  # must agree with the pretraining task's normalize
+    mask_min_space: int = no_effect(1)  # fairseq does not pass it to the pretrained model
+    mask_channel_min_space: int = no_effect(1)  # likewise
+    normalize: Optional[bool] = linked("task.normalize")  # must agree with the pretraining task's normalize
+    data: Optional[str] = no_effect(None, link="task.data")
+    drop_path: float = no_effect(0.0)  # data2vec
+    update_alibi: bool = no_effect(True)  # data2vec
+    zero_mask: bool = no_effect(False)  # data2vec
+    load_ema: bool = default_only(False, DATA2VEC)
+    offload_activations: bool = no_effect(False)
+    min_params_to_wrap: int = no_effect(100000000)  # fully sharded training
+    checkpoint_activations: bool = no_effect(False)
+    ddp_backend: Optional[str] = no_effect(None, link="distributed_training.ddp_backend")
+    layer_decay: float = default_only(1.0, "layer-wise lr decay is not implemented")
+    layer_type: str = no_effect("transformer")  # data2vec
+    adp_num: int = default_only(-1, ADAPTERS)
+    adp_dim: int = no_effect(64)
+    adp_act_fn: str = no_effect("relu")
+    adp_trf_idx: str = no_effect("all")
+    freeze_regex: Optional[str] = default_only(None, "freezing parameters by name is not implemented")
     blank_weight: float = 0.0  # added to the blank logit
-    blank_mode: str = "add"
-    layer_decay: float = 1.0
+    blank_mode: str = default_only("add", "only adding blank_weight to the blank logit is implemented")
     w2v_args: Optional[Any] = field(default=None, repr=False)  # the pretraining cfg (a whole config dict)
-
-    def validate(self, where: str = "model") -> None:
-        _require(self.blank_mode == "add", f"{where}.blank_mode", f"must be 'add', but is {self.blank_mode!r}.")
-        _require(self.layer_decay == 1.0, f"{where}.layer_decay", "is not supported; it must be 1.0.")
 
     def override(self, pretrained: Wav2Vec2Config) -> Wav2Vec2Config:
         """The pretrained config with this config's fine-tuning values put in."""
         values = {ours: getattr(self, theirs) for ours, theirs in FINETUNE_OVERRIDES.items()}
         return dataclasses.replace(pretrained, **values)
+
+
+MODEL_CONFIGS = {"wav2vec2": Wav2Vec2Config, "wav2vec_ctc": Wav2Vec2CtcConfig}

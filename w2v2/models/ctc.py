@@ -3,13 +3,16 @@
 from __future__ import annotations
 
 import contextlib
-from typing import Any, Dict, Optional
+from typing import TYPE_CHECKING, Any, Dict, Optional
 
 import torch
 from torch import nn
 
 from w2v2.models.config import Wav2Vec2Config, Wav2Vec2CtcConfig
 from w2v2.models.wav2vec2 import Wav2Vec2Model
+
+if TYPE_CHECKING:  # the models do not depend on the data package at run time
+    from w2v2.data.dictionary import Dictionary
 
 
 class Wav2VecEncoder(nn.Module):
@@ -50,6 +53,8 @@ class Wav2Vec2Ctc(nn.Module):
         super().__init__()
         self.cfg = cfg
         self.pretrained_cfg = pretrained
+        self.fairseq_cfg: Dict[str, Any] = {}  # the config groups of the file it was loaded from, if any
+        self.dictionary: Optional[Dictionary] = None  # the output letters, when known
         self.blank_weight = cfg.blank_weight
         self.w2v_encoder = Wav2VecEncoder(cfg, pretrained, output_size)
 

@@ -21,6 +21,7 @@ class Wav2Vec2Model(nn.Module):
     def __init__(self, cfg: Wav2Vec2Config) -> None:
         super().__init__()
         self.cfg = cfg
+        self.fairseq_cfg: Dict[str, Any] = {}  # the config groups of the file it was loaded from, if any
         conv_layers = cfg.conv_layers
         self.embed = conv_layers[-1][0]
         final_dim = cfg.final_dim if cfg.final_dim > 0 else cfg.encoder_embed_dim

@@ -15,36 +15,21 @@ Without `--config-dir`, names are looked up among the recipes shipped inside the
 
 from __future__ import annotations
 
-import copy
-import dataclasses
 import datetime
-import difflib
 import importlib.resources
 import os
 import re
-import typing
 from dataclasses import dataclass, field
-from typing import Any, Dict, List, Mapping, Optional, Sequence, Tuple
+from typing import Any, Dict, List, Mapping, Optional, Sequence, Tuple, Union
 
 from hydra.core.override_parser.overrides_parser import OverridesParser
 from hydra.core.override_parser.types import Override, OverrideType
 from hydra.errors import HydraException
 from omegaconf import DictConfig, OmegaConf
-from omegaconf.errors import OmegaConfBaseException, ValidationError
 
 from w2v2.errors import W2v2Error
-from w2v2.train.config import (
-    EXTRA_GROUPS,
-    EXTRA_UNTYPED_GROUPS,
-    MISSING,
-    MODEL_CONFIGS,
-    NAMED_GROUPS,
-    TYPED_GROUPS,
-    ModelConfig,
-    TrainConfig,
-    link_shared_fields,
-)
-from w2v2.train.optim import format_betas
+from w2v2.schema import build_groups, schema_of, suggest
+from w2v2.train.config import EXTRA_GROUPS, REGISTRY, FinetuningConfig, PretrainingConfig, assemble
 
 RECIPE_KINDS = ("pretraining", "finetuning")
 # fairseq-hydra-train runs under Hydra 1.0, whose default run directory is this.
@@ -55,7 +40,7 @@ DEFAULT_RUN_DIR = "outputs/${now:%Y-%m-%d}/${now:%H-%M-%S}"
 class LoadedConfig:
     """What `load_train_config` returns."""
 
-    cfg: TrainConfig  # the validated config
+    cfg: Union[PretrainingConfig, FinetuningConfig]  # the validated config
     run_dir: str  # hydra.run.dir, resolved: fairseq-hydra-train runs (and saves save_dir) there
     config_path: str  # the YAML file that was read
     hydra: Dict[str, Any] = field(default_factory=dict)  # every hydra.* value from the YAML and the overrides
@@ -91,7 +76,7 @@ def find_config(config_dir: Optional[str], config_name: str) -> Tuple[str, str]:
             if candidate.is_file():
                 return str(candidate), candidate.read_text(encoding="utf-8")
         names = bundled_config_names()
-        raise W2v2Error(f"`--config-name` {config_name!r} is not a bundled recipe.{_suggest(config_name, names)} "
+        raise W2v2Error(f"`--config-name` {config_name!r} is not a bundled recipe.{suggest(config_name, names)} "
                         f"Bundled: {', '.join(names)}; or pass --config-dir.")
     folder = os.path.expanduser(config_dir)
     if not os.path.isdir(folder):
@@ -99,7 +84,7 @@ def find_config(config_dir: Optional[str], config_name: str) -> Tuple[str, str]:
     path = os.path.join(folder, name)
     if not os.path.isfile(path):
         present = [f.rsplit(".", 1)[0] for f in os.listdir(folder) if f.endswith((".yaml", ".yml"))]
-        hint = _suggest(config_name, present)
+        hint = suggest(config_name, present)
         raise W2v2Error(f"`--config-name` {config_name!r}: there is no {name} in {config_dir}.{hint}")
     with open(path, encoding="utf-8") as handle:
         return path, handle.read()
@@ -125,48 +110,24 @@ def apply_overrides(tree: Dict[str, Any], overrides: Sequence[str], source: str 
     return hydra
 
 
-def validate_train_config(tree: Mapping[str, Any], strict: bool = True, source: str = "the config") -> TrainConfig:
-    """Build a TrainConfig from a plain nested dict (a YAML tree or a checkpoint's `cfg`).
+def validate_train_config(tree: Mapping[str, Any], strict: bool = True,
+                          source: str = "the config") -> Union[PretrainingConfig, FinetuningConfig]:
+    """Build the config from a plain nested dict (a YAML tree or a checkpoint's `cfg`).
 
-    With `strict=False` (for configs saved by other fairseq versions) unknown keys are dropped
-    instead of being errors.
+    With `strict=False` (for configs saved by other fairseq versions) unknown keys and groups are
+    dropped instead of being errors.
     """
-    tree = {k: v for k, v in copy.deepcopy(dict(tree)).items() if k != "_name"}
-    for group in list(NAMED_GROUPS) + ["model"]:
-        if not isinstance(tree.get(group), dict):
-            raise W2v2Error(f"the `{group}` group is missing from {source}; it needs at least `{group}._name`.")
-    extra = {g: tree.pop(g) for g in list(tree) if g in EXTRA_GROUPS + EXTRA_UNTYPED_GROUPS}  # kept as given
-    model_name = tree["model"].get("_name")
-    if "normalize" in group_keys("model", model_name):
-        tree["model"].setdefault("normalize", "${task.normalize}")  # fairseq's link
-    root = OmegaConf.create({})
-    for group in tree:
-        node = _group_node(group, tree[group], strict)
-        if node is not None:
-            root[group] = node
-    _check_missing(root, _marked_missing(tree), source)
-    groups = {name: _resolve(root, name) for name in root}
-    model = validate_model_group(model_name, groups.pop("model"))
-    cfg = TrainConfig(model=model, extra=extra, **groups)
-    link_shared_fields(cfg)
-    cfg.validate()
-    return cfg
-
-
-def validate_model_group(name: Optional[str], values: Mapping[str, Any], where: str = "model") -> ModelConfig:
-    """The model config for `model._name` (wav2vec2 / wav2vec_ctc), from the group's values."""
-    schema = _pick(where, name, MODEL_CONFIGS)
-    return schema.from_dict({k: v for k, v in values.items() if k != "_name"}, where=where)
+    tree = {k: v for k, v in tree.items() if k != "_name"}
+    extra = {g: tree.pop(g) for g in list(tree) if g in EXTRA_GROUPS}  # kept as given
+    return assemble(build_groups(tree, REGISTRY, strict, source), extra)
 
 
 def group_keys(group: str, name: Optional[str] = None) -> List[str]:
-    """The keys group `group` accepts (for a named group, with `_name` = `name`)."""
-    schemas = MODEL_CONFIGS if group == "model" else NAMED_GROUPS.get(group, {})
-    schema = TYPED_GROUPS[group] if group in TYPED_GROUPS else schemas.get(name)
-    if schema is None:
+    """The keys group `group` accepts (for a group with several schemas, the one `_name` = `name` picks)."""
+    entry = REGISTRY.get(group)
+    if entry is None or (not isinstance(entry, type) and name not in entry):
         return []
-    extra = getattr(schema, "IGNORED", ()) + getattr(schema, "LEGACY_KEYS", ())
-    return [f.name for f in dataclasses.fields(schema)] + list(extra)
+    return schema_of(group, name, REGISTRY).keys()
 
 
 def _parse_yaml(text: str, path: str) -> Tuple[Dict[str, Any], Dict[str, Any]]:
@@ -211,14 +172,14 @@ def _override_hydra(hydra: Dict[str, Any], override: Override, path: List[str]) 
 def _check_settable(tree: Dict[str, Any], path: List[str], source: str) -> None:
     """Refuse `key=value` for a key the config lacks, as fairseq does, saying what to write instead."""
     group, key = path[0], ".".join(path)
-    if group in TYPED_GROUPS:
+    if isinstance(REGISTRY.get(group), type):
         if len(path) == 2 and path[1] in group_keys(group):
             return
-        raise W2v2Error(f"`{key}` is not a key of the `{group}` group.{_suggest(path[-1], group_keys(group), group)}")
-    if group in EXTRA_GROUPS + EXTRA_UNTYPED_GROUPS:
+        raise W2v2Error(f"`{key}` is not a key of the `{group}` group.{suggest(path[-1], group_keys(group), group)}")
+    if group in EXTRA_GROUPS:
         return
-    if group not in NAMED_GROUPS and group != "model":
-        raise W2v2Error(f"`{group}` is not a config group.{_suggest(group, _all_groups())}")
+    if group not in REGISTRY:
+        raise W2v2Error(f"`{group}` is not a config group.{suggest(group, _all_groups())}")
     name = tree.get(group, {}).get("_name") if isinstance(tree.get(group), dict) else None
     keys = group_keys(group, name)
     if len(path) == 2 and path[1] in keys:
@@ -226,122 +187,7 @@ def _check_settable(tree: Dict[str, Any], path: List[str], source: str) -> None:
                         f"the model, task, criterion, optimizer and lr_scheduler groups hold only the keys their YAML "
                         f"lists, although `{path[1]}` is a valid {name} field.")
     raise W2v2Error(f"`{key}` is not a key of the `{group}` group{f' ({name})' if name else ''}."
-                    f"{_suggest(path[-1], keys, group)}")
-
-
-def _group_node(group: str, values: Any, strict: bool) -> Optional[DictConfig]:
-    """An OmegaConf node of `values` merged onto the group's schema; None to drop the group."""
-    if group not in TYPED_GROUPS and group not in NAMED_GROUPS and group != "model":
-        if not strict:
-            return None
-        raise W2v2Error(f"`{group}` is not a config group.{_suggest(group, _all_groups())}")
-    if not isinstance(values, dict):
-        raise W2v2Error(f"`{group}` must be a mapping of keys, but is {values!r} instead.")
-    values = dict(values)
-    name = values.pop("_name", None)
-    if group in TYPED_GROUPS:
-        schema = TYPED_GROUPS[group]
-    else:
-        schema = _pick(group, name, MODEL_CONFIGS if group == "model" else NAMED_GROUPS[group])
-    values = _known_keys(group, name, schema, values, strict)
-    if group in NAMED_GROUPS:
-        values["_name"] = name
-    try:
-        return OmegaConf.merge(OmegaConf.structured(schema), _normalise(schema, values))
-    except ValidationError as error:
-        raise _type_error(group, schema, values, error) from error
-
-
-def _pick(group: str, name: Optional[str], schemas: Mapping[str, type]) -> type:
-    if name not in schemas:
-        hint = _suggest(str(name), list(schemas))
-        raise W2v2Error(f"`{group}._name` must be one of {', '.join(schemas)}, but is {name!r} instead.{hint}")
-    return schemas[name]
-
-
-def _known_keys(group: str, name: Optional[str], schema: type, values: Dict[str, Any], strict: bool) -> dict:
-    """`values` without legacy or ignored keys; an unknown key is an error (strict) or dropped."""
-    names = [f.name for f in dataclasses.fields(schema)]
-    dropped = getattr(schema, "LEGACY_KEYS", ()) + getattr(schema, "IGNORED", ())
-    unknown = [k for k in values if k not in names and k not in dropped]
-    if unknown and strict:
-        kind = f" ({name})" if name else ""
-        hint = _suggest(unknown[0], names, group)
-        raise W2v2Error(f"`{group}.{unknown[0]}` is not a key of the `{group}` group{kind}.{hint}")
-    return {k: v for k, v in values.items() if k in names}
-
-
-def _normalise(schema: type, values: Dict[str, Any]) -> Dict[str, Any]:
-    """Accept fairseq's YAML quirks: a scalar for a list (`lr: 0.001`) and a list for adam_betas."""
-    hints = typing.get_type_hints(schema)
-    for key, value in values.items():
-        if _is_list_type(hints[key]) and isinstance(value, (int, float)) and not isinstance(value, bool):
-            values[key] = [value]
-        elif key == "adam_betas" and isinstance(value, (list, tuple)):
-            values[key] = format_betas(value)
-    return values
-
-
-def _is_list_type(hint: Any) -> bool:
-    if typing.get_origin(hint) is typing.Union:
-        return any(_is_list_type(arg) for arg in typing.get_args(hint))
-    return typing.get_origin(hint) is list
-
-
-def _type_error(group: str, schema: type, values: Mapping[str, Any], error: ValidationError) -> W2v2Error:
-    key = re.split(r"[.\[]", str(error.full_key or error.key))[0]
-    hint = typing.get_type_hints(schema).get(key)
-    return W2v2Error(f"`{group}.{key}` must be {_describe(hint)}, but is {values.get(key)!r} instead.")
-
-
-def _describe(hint: Any) -> str:
-    """Words for a type hint: `Optional[List[float]]` -> 'a list of numbers or null'."""
-    if typing.get_origin(hint) is typing.Union:
-        inner = [arg for arg in typing.get_args(hint) if arg is not type(None)]
-        return " or ".join(_describe(arg) for arg in inner) + " or null"
-    if typing.get_origin(hint) in (list, tuple):
-        return "a list of " + _describe(typing.get_args(hint)[0]).split(" ", 1)[1] + "s"
-    words = {int: "an integer", float: "a number", bool: "a boolean (true/false)", str: "a string"}
-    return words.get(hint, "a value of type " + getattr(hint, "__name__", str(hint)))
-
-
-def _marked_missing(tree: Mapping[str, Any], prefix: str = "") -> List[str]:
-    """Keys whose value is `???` (merging onto a schema default would hide them)."""
-    keys = []
-    for key, value in tree.items():
-        if isinstance(value, Mapping):
-            keys += _marked_missing(value, f"{prefix}{key}.")
-        elif isinstance(value, str) and value == MISSING:
-            keys.append(f"{prefix}{key}")
-    return keys
-
-
-def _check_missing(root: DictConfig, marked: List[str], source: str) -> None:
-    """Name every required value not given: `???` in the tree, or a schema field without default."""
-    try:
-        missing = sorted(set(marked) | OmegaConf.missing_keys(root))
-    except OmegaConfBaseException as error:  # it resolves interpolations on the way
-        raise _unresolvable(error, "the config") from error
-    if missing:
-        keys = ", ".join(f"`{k}`" for k in missing)
-        example = " ".join(f"{k}=..." for k in missing)
-        raise W2v2Error(f"{keys} {'is' if len(missing) == 1 else 'are'} required (`???` in {source}) but not given; "
-                        f"pass {'it' if len(missing) == 1 else 'them'} on the command line, e.g. `{example}`.")
-
-
-def _resolve(root: DictConfig, group: str) -> Any:
-    """The group as its dataclass (the model group as a dict), `${...}` interpolations resolved."""
-    try:
-        if group == "model":
-            return OmegaConf.to_container(root[group], resolve=True)
-        return OmegaConf.to_object(root[group])
-    except OmegaConfBaseException as error:
-        raise _unresolvable(error, group) from error
-
-
-def _unresolvable(error: OmegaConfBaseException, where: str) -> W2v2Error:
-    key = f"`{error.full_key}`" if error.full_key else where
-    return W2v2Error(f"{key} could not be resolved: {str(error).splitlines()[0]}.")
+                    f"{suggest(path[-1], keys, group)}")
 
 
 def _merge_hydra(base: Dict[str, Any], overrides: Dict[str, Any]) -> Dict[str, Any]:
@@ -381,11 +227,4 @@ def _delete(tree: Dict[str, Any], path: List[str]) -> bool:
 
 
 def _all_groups() -> List[str]:
-    return list(TYPED_GROUPS) + list(NAMED_GROUPS) + ["model"] + list(EXTRA_GROUPS + EXTRA_UNTYPED_GROUPS)
-
-
-def _suggest(word: str, choices: Sequence[str], group: Optional[str] = None) -> str:
-    close = difflib.get_close_matches(word, list(choices), n=1)
-    if not close:
-        return ""
-    return f" Did you mean `{group}.{close[0]}`?" if group else f" Did you mean `{close[0]}`?"
+    return list(REGISTRY) + list(EXTRA_GROUPS)

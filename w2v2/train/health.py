@@ -6,7 +6,7 @@ import logging
 import math
 from typing import Optional
 
-from w2v2.train.config import TrainConfig
+from w2v2.train.config import PretrainingConfig, TrainConfig
 from w2v2.train.trainer import UpdateResult
 
 logger = logging.getLogger(__name__)
@@ -19,9 +19,8 @@ class HealthMonitor:
     """Watches each update: codebook collapse, a trivially solved contrastive task, non-finite losses."""
 
     def __init__(self, cfg: TrainConfig) -> None:
-        self.pretraining = not cfg.is_finetuning
-        model = cfg.model
-        self.num_vars = getattr(model, "latent_vars", 0) * getattr(model, "latent_groups", 0)
+        self.pretraining = isinstance(cfg, PretrainingConfig)
+        self.num_vars = cfg.model.latent_vars * cfg.model.latent_groups if isinstance(cfg, PretrainingConfig) else 0
         self.patience = cfg.checkpoint.patience
         self.maximize = cfg.checkpoint.maximize_best_checkpoint_metric
         self.nonfinite_streak = 0

@@ -22,7 +22,7 @@ from w2v2.train.health import HealthMonitor
 from w2v2.train.progress import RunLog, derive
 from w2v2.train.setup import (DataPipeline, ProcessInfo, build_pipeline, build_trainer, choose_device,
                               init_process_group, process_info, seed_everything, thread_budget, valid_pipelines)
-from w2v2.train.task import Task
+from w2v2.train.task import setup_task
 from w2v2.train.trainer import Trainer, all_reduce_sums, sum_logs
 
 logger = logging.getLogger(__name__)
@@ -60,7 +60,7 @@ class TrainingRun:
         thread_budget(self.info, self.device, cfg.dataset.num_workers)
         init_process_group(self.info, self.device, cfg.distributed_training.heartbeat_timeout)
         seed_everything(cfg.common.seed)
-        self.task = Task.setup(cfg)
+        self.task = setup_task(cfg)
         self.trainer: Trainer = build_trainer(cfg, self.task, self.device, self.info)
         self.save_dir = run_dir / cfg.checkpoint.save_dir
         if self.info.is_master:
@@ -128,11 +128,8 @@ class TrainingRun:
             "previous_training_time": self.state.previous_training_time + self.elapsed(),
             "w2v2": {"rng": rng_state(), "grad_scaler": trainer.scaler.state_dict(), "history": self.state.history},
         }
-        cfg_dict = cfg.to_dict()
-        if cfg.is_finetuning:
-            cfg_dict["model"]["w2v_args"] = trainer.model.fairseq_cfg["model"]["w2v_args"]
         optimizer_state = None if cfg.checkpoint.no_save_optimizer_state else trainer.optimizer.state_dict()
-        return checkpoint_dict(trainer.model, cfg_dict, num_updates=trainer.num_updates,
+        return checkpoint_dict(trainer.model, cfg.to_dict(), num_updates=trainer.num_updates,
                                lr_scheduler_state=trainer.lr_scheduler.state_dict(),
                                optimizer_state=optimizer_state, extra_state=extra,
                                dictionary=self.task.dictionary)

@@ -25,9 +25,11 @@ class LossOutput:
 
 
 def contrastive_loss(
-    model: Wav2Vec2Model, net_output: Dict[str, Any], loss_weights: Sequence[float] = (0.1, 10.0), nsentences: int = 0
+    model: Wav2Vec2Model, net_output: Dict[str, Any], loss_weights: Sequence[float] = (0.1, 10.0), nsentences: int = 0,
+    log_keys: Sequence[str] = ("prob_perplexity", "code_perplexity", "temp"),
 ) -> LossOutput:
-    """InfoNCE (summed) + weights · sample_size · [diversity, feature penalty]; sample_size = masked frames."""
+    """InfoNCE (summed) + weights · sample_size · [diversity, feature penalty]; sample_size = masked frames.
+    The model outputs named in `log_keys` are logged (fairseq's `criterion.log_keys`)."""
     logits = model.get_logits(net_output).float()  # (B*M, 1+K)
     target = logits.new_zeros(logits.size(0), dtype=torch.long)
     loss = F.cross_entropy(logits, target, reduction="sum")
@@ -42,7 +44,7 @@ def contrastive_loss(
             terms.append(weighted.detach())
     logs: Dict[str, Any] = {"loss": loss.item(), "ntokens": sample_size, "nsentences": nsentences,
                             "sample_size": sample_size}
-    for key in ("prob_perplexity", "code_perplexity", "temp"):
+    for key in log_keys:
         if key in net_output:
             logs[key] = float(net_output[key].detach()) if torch.is_tensor(net_output[key]) else float(net_output[key])
     if len(terms) > 1:

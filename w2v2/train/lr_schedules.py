@@ -14,26 +14,27 @@ from dataclasses import dataclass
 from typing import Iterable, List, Optional, Tuple, Union
 
 from w2v2.errors import W2v2Error
+from w2v2.schema import Group, at_least, default_only, linked, no_effect, require
+
+ANNEAL = "epoch-based annealing is not implemented"
 
 
 @dataclass
-class PolynomialDecayConfig:
+class PolynomialDecayConfig(Group):
     """`lr_scheduler._name: polynomial_decay`: linear warmup from 0, then polynomial decay."""
 
     _name: str = "polynomial_decay"
     warmup_updates: int = 0  # updates of linear warmup from 0 to the peak lr
-    force_anneal: Optional[int] = None  # accepted; epoch-based annealing is not supported
+    force_anneal: Optional[int] = default_only(None, ANNEAL)
     end_learning_rate: float = 0.0  # lr reached at total_num_update and kept after it
     power: float = 1.0  # exponent of the decay; 1 = linear
-    total_num_update: Optional[float] = None  # end of the decay; None = optimization.max_update
-    lr: Optional[List[float]] = None  # peak lr; None = optimization.lr
+    total_num_update: Optional[float] = linked("optimization.max_update")  # end of the decay
+    lr: Optional[List[float]] = linked("optimization.lr")  # peak lr
 
-    def validate(self, where: str = "lr_scheduler") -> None:
-        """Check the values fairseq asserts on; raises W2v2Error naming the key."""
+    def check(self, where: str) -> None:
         _single_lr(self.lr, where)
-        _at_least(self.warmup_updates, 0, f"{where}.warmup_updates")
-        _no_anneal(self.force_anneal, where)
-        _require(
+        at_least(self.warmup_updates, 0, f"{where}.warmup_updates")
+        require(
             self.total_num_update is not None and self.total_num_update > 0,
             f"{where}.total_num_update",
             "must be > 0 (it defaults to `optimization.max_update`, so set one of them), "
@@ -42,7 +43,7 @@ class PolynomialDecayConfig:
 
 
 @dataclass
-class TriStageConfig:
+class TriStageConfig(Group):
     """`lr_scheduler._name: tri_stage`: linear warmup, hold, exponential decay, then constant."""
 
     _name: str = "tri_stage"
@@ -52,29 +53,28 @@ class TriStageConfig:
     phase_ratio: Optional[List[float]] = None  # if set, the three step counts as fractions of max_update
     init_lr_scale: float = 0.01  # warmup starts at this fraction of the peak
     final_lr_scale: float = 0.01  # decay ends at this fraction of the peak (fairseq's YAMLs use 0.05)
-    max_update: Optional[float] = None  # base of phase_ratio; None = optimization.max_update
-    lr: Optional[List[float]] = None  # peak lr; None = optimization.lr
+    max_update: Optional[float] = linked("optimization.max_update")  # base of phase_ratio
+    lr: Optional[List[float]] = linked("optimization.lr")  # peak lr
 
-    def validate(self, where: str = "lr_scheduler") -> None:
-        """Check phases and scales; raises W2v2Error naming the key."""
+    def check(self, where: str) -> None:
         _single_lr(self.lr, where)
         if self.phase_ratio is not None:
-            _require(
+            require(
                 len(self.phase_ratio) == 3 and math.isclose(sum(self.phase_ratio), 1.0),
                 f"{where}.phase_ratio",
                 f"must be three fractions that add up to 1, but is {list(self.phase_ratio)} instead.",
             )
-            _require(
+            require(
                 self.max_update is not None and self.max_update > 0,
                 f"{where}.max_update",
                 "must be > 0 when phase_ratio is set (it defaults to `optimization.max_update`), "
                 f"but is {self.max_update} instead.",
             )
         for name, steps in zip(("warmup_steps", "hold_steps", "decay_steps"), self.steps()):
-            _at_least(steps, 0, f"{where}.{name}")
+            at_least(steps, 0, f"{where}.{name}")
         # fairseq divides by decay_steps and takes log(final_lr_scale) unconditionally.
-        _require(self.steps()[2] > 0, f"{where}.decay_steps", "must be > 0 (or set phase_ratio), but is 0 instead.")
-        _require(self.final_lr_scale > 0, f"{where}.final_lr_scale", f"must be > 0, but is {self.final_lr_scale}.")
+        require(self.steps()[2] > 0, f"{where}.decay_steps", "must be > 0 (or set phase_ratio), but is 0 instead.")
+        require(self.final_lr_scale > 0, f"{where}.final_lr_scale", f"must be > 0, but is {self.final_lr_scale}.")
 
     def steps(self) -> Tuple[int, int, int]:
         """The (warmup, hold, decay) update counts, from phase_ratio when it is set."""
@@ -85,20 +85,18 @@ class TriStageConfig:
 
 
 @dataclass
-class FixedConfig:
+class FixedConfig(Group):
     """`lr_scheduler._name: fixed`: a constant lr after an optional linear warmup."""
 
     _name: str = "fixed"
-    force_anneal: Optional[int] = None  # accepted; epoch-based annealing is not supported
-    lr_shrink: float = 0.1  # accepted; only used by force_anneal
+    force_anneal: Optional[int] = default_only(None, ANNEAL)
+    lr_shrink: float = no_effect(0.1)  # only used by force_anneal
     warmup_updates: int = 0  # updates of linear warmup, reaching lr at update warmup_updates - 1
-    lr: Optional[List[float]] = None  # the lr; None = optimization.lr
+    lr: Optional[List[float]] = linked("optimization.lr")  # the lr
 
-    def validate(self, where: str = "lr_scheduler") -> None:
-        """Refuse what only epoch-based schedules would need; raises W2v2Error."""
+    def check(self, where: str) -> None:
         _single_lr(self.lr, where)
-        _no_anneal(self.force_anneal, where)
-        _at_least(self.warmup_updates, 0, f"{where}.warmup_updates")
+        at_least(self.warmup_updates, 0, f"{where}.warmup_updates")
 
 
 LrSchedulerConfig = Union[PolynomialDecayConfig, TriStageConfig, FixedConfig]
@@ -152,7 +150,6 @@ class LrScheduler:
     """Sets an optimizer's lr from the update count; its state is what fairseq checkpoints hold."""
 
     def __init__(self, cfg: LrSchedulerConfig, optimizer: Optional[object] = None) -> None:
-        cfg.validate()
         self.cfg = cfg
         self.optimizer = optimizer
         self.best: Optional[float] = None  # lowest validation loss seen, as fairseq records it
@@ -194,21 +191,8 @@ def _peak(cfg: LrSchedulerConfig) -> float:
 
 
 def _single_lr(lr: Optional[List[float]], where: str) -> None:
-    _require(
+    require(
         lr is not None and len(lr) == 1 and lr[0] >= 0,
         f"{where}.lr",
         f"(from `optimization.lr`) must hold one lr >= 0 (per-epoch lr lists are not supported), but is {lr} instead.",
     )
-
-
-def _no_anneal(force_anneal: Optional[int], where: str) -> None:
-    _require(force_anneal is None, f"{where}.force_anneal", "(epoch-based annealing) is not supported; leave it null.")
-
-
-def _at_least(value: float, minimum: float, where: str) -> None:
-    _require(value >= minimum, where, f"must be >= {minimum}, but is {value} instead.")
-
-
-def _require(condition: bool, where: str, message: str) -> None:
-    if not condition:
-        raise W2v2Error(f"`{where}` {message}")

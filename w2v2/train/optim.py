@@ -12,35 +12,38 @@ from __future__ import annotations
 
 import ast
 from dataclasses import dataclass
-from typing import Any, Iterable, List, Optional, Tuple, Union
+from typing import Any, Dict, Iterable, List, Optional, Tuple, Union
 
 import torch
 
 from w2v2.errors import W2v2Error
+from w2v2.schema import Group, at_least, default_only, linked, no_effect, require
 
 
 @dataclass
-class AdamConfig:
+class AdamConfig(Group):
     """`optimizer._name: adam` with fairseq's fields and defaults."""
 
     _name: str = "adam"
     adam_betas: str = "(0.9, 0.999)"  # a Python tuple literal, as fairseq's YAMLs write it
     adam_eps: float = 1e-8
     weight_decay: float = 0.0  # decoupled: every update multiplies the weights by 1 - lr * weight_decay
-    use_old_adam: bool = False  # accepted, ignored (fairseq's choice of Adam implementation)
-    fp16_adam_stats: bool = False  # accepted; must stay false (fp16 moments are not supported)
-    tpu: Optional[bool] = None  # accepted, ignored; None = common.tpu
-    lr: Optional[List[float]] = None  # initial lr (the schedule sets it every update); None = optimization.lr
+    use_old_adam: bool = no_effect(False)  # fairseq's choice between two Adam implementations
+    fp16_adam_stats: bool = default_only(False, "float16 Adam moments are not implemented")
+    tpu: Optional[bool] = no_effect(None, link="common.tpu")
+    lr: Optional[List[float]] = linked("optimization.lr")  # initial lr (the schedule sets it every update)
 
-    def validate(self, where: str = "optimizer") -> None:
-        """Check betas, eps and decay; raises W2v2Error naming the key."""
+    @classmethod
+    def prepare(cls, values: Dict[str, Any]) -> Dict[str, Any]:
+        """fairseq's YAMLs may write adam_betas as a list."""
+        if isinstance(values.get("adam_betas"), (list, tuple)):
+            values["adam_betas"] = format_betas(values["adam_betas"])
+        return values
+
+    def check(self, where: str) -> None:
         parse_betas(self.adam_betas, f"{where}.adam_betas")
-        if self.adam_eps <= 0:
-            raise W2v2Error(f"`{where}.adam_eps` must be > 0, but is {self.adam_eps} instead.")
-        if self.weight_decay < 0:
-            raise W2v2Error(f"`{where}.weight_decay` must be >= 0, but is {self.weight_decay} instead.")
-        if self.fp16_adam_stats:
-            raise W2v2Error(f"`{where}.fp16_adam_stats` is not supported; it must be false.")
+        require(self.adam_eps > 0, f"{where}.adam_eps", f"must be > 0, but is {self.adam_eps} instead.")
+        at_least(self.weight_decay, 0, f"{where}.weight_decay")
 
 
 def parse_betas(value: Any, where: str = "optimizer.adam_betas") -> Tuple[float, float]:
@@ -71,7 +74,6 @@ def build_optimizer(
     params_or_model: Union[torch.nn.Module, Iterable[torch.nn.Parameter]], cfg: AdamConfig
 ) -> torch.optim.AdamW:
     """AdamW over the trainable parameters, one group, with the config's betas, eps and decay."""
-    cfg.validate()
     if isinstance(params_or_model, torch.nn.Module):
         params_or_model = params_or_model.parameters()
     params = [p for p in params_or_model if p.requires_grad]

@@ -22,7 +22,8 @@ from w2v2.errors import W2v2Error
 from w2v2.train.config import TrainConfig
 from w2v2.train.lr_schedules import LrScheduler
 from w2v2.train.optim import build_optimizer
-from w2v2.train.task import Task
+from w2v2.models.ctc import Wav2Vec2Ctc
+from w2v2.train.task import Model, Task
 from w2v2.train.trainer import Trainer
 
 logger = logging.getLogger(__name__)
@@ -87,7 +88,7 @@ def build_trainer(cfg: TrainConfig, task: Task, device: torch.device, info: Proc
         dt = cfg.distributed_training
         ids = [device.index] if device.type != "cpu" else None
         ddp = DistributedDataParallel(model, device_ids=ids, bucket_cap_mb=dt.bucket_cap_mb,
-                                      find_unused_parameters=dt.find_unused_parameters or _needs_unused(cfg),
+                                      find_unused_parameters=dt.find_unused_parameters or _needs_unused(model),
                                       broadcast_buffers=dt.broadcast_buffers)
     optimizer = build_optimizer(model, cfg.optimizer)
     precision = devices.precision(device, cfg.common.fp16, cfg.common.bf16)
@@ -98,14 +99,16 @@ def build_trainer(cfg: TrainConfig, task: Task, device: torch.device, info: Proc
                    clip_norm=cfg.optimization.clip_norm, precision=precision, scaler=scaler, ddp=ddp)
 
 
-def _needs_unused(cfg: TrainConfig) -> bool:
+def _needs_unused(model: Model) -> bool:
     """Whether some parameters may get no gradient in a step, which DDP must be told about:
     LayerDrop, a frozen encoder, a frozen CNN (feature_grad_mult 0), or no masking (mask_emb)."""
-    model = cfg.model
-    layerdrop = getattr(model, "layerdrop", 0.0) or getattr(model, "encoder_layerdrop", 0.0)
-    unmasked = model.mask_prob == 0 or not getattr(model, "apply_mask", True)
-    return (layerdrop > 0 or getattr(model, "freeze_finetune_updates", 0) > 0 or model.feature_grad_mult == 0
-            or unmasked)
+    if isinstance(model, Wav2Vec2Ctc):
+        frozen = model.cfg.freeze_finetune_updates > 0 or not model.cfg.apply_mask
+        model = model.w2v_encoder.w2v_model
+    else:
+        frozen = False
+    cfg = model.cfg
+    return frozen or cfg.encoder_layerdrop > 0 or cfg.feature_grad_mult == 0 or cfg.mask_prob == 0
 
 
 @dataclass
