@@ -14,8 +14,14 @@ import w2v2
 from w2v2.data.dictionary import Dictionary
 from w2v2.errors import W2v2Error
 from w2v2.inference.decoding import LmOptions
-from w2v2.inference.evaluate import (PER_UTTERANCE, autocast_dtype, choose_batching, evaluate, validation_batching,
-                                     write_results)
+from w2v2.inference.evaluate import (
+    PER_UTTERANCE,
+    autocast_dtype,
+    choose_batching,
+    evaluate,
+    validation_batching,
+    write_results,
+)
 from w2v2.train.losses import error_counts
 
 

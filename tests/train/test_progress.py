@@ -9,8 +9,7 @@ import math
 import pytest
 
 from w2v2.errors import W2v2Error
-from w2v2.train.progress import (RunLog, derive, fairseq_value, read_console_records, read_run_log,
-                                 setup_console_logging)
+from w2v2.train.progress import RunLog, derive, fairseq_value, read_console_records, read_run_log, setup_console_logging
 
 
 def test_derived_metrics_follow_fairseq():

@@ -24,7 +24,8 @@ from tqdm import tqdm
 from w2v2.data.datasets import FinetuningDataset
 from w2v2.data.dictionary import Dictionary
 from w2v2.data.loader import build_dataloader
-from w2v2.devices import pick_device, precision as device_precision, synchronize
+from w2v2.devices import pick_device, synchronize
+from w2v2.devices import precision as device_precision
 from w2v2.errors import W2v2Error
 from w2v2.fileio import write_texts_atomically
 from w2v2.inference.decoding import Decoder, LmOptions, alignment_scores, build_decoder
