@@ -119,6 +119,14 @@ def test_dictionary_by_frequency_then_alphabet() -> None:
     assert dictionary.count[4:] == [5, 2, 2, 1, 1, 1]
 
 
+def test_text_for_people_leaves_out_every_special_symbol() -> None:
+    dictionary = Dictionary(["|", "A", "<", "<mask>", "B"])
+    ids = [dictionary.index(s) for s in ("<s>", "A", "<pad>", "A", "|", "<unk>", "<", "</s>", "<mask>", "B")]
+    assert dictionary.string(ids) == "A <pad> A | <unk> < <mask> B"  # fairseq's: only <s> and </s> dropped
+    assert dictionary.text(ids + [99]) == "A A | < B"  # "<" alone is a symbol, not a special one
+    assert [i for i in range(len(dictionary)) if dictionary.is_special(i)] == [0, 1, 2, 3, 7]
+
+
 def test_write_dictionary(tmp_path: Path) -> None:
     (tmp_path / "a.ltr").write_text("T O | H E |\n")
     (tmp_path / "b.ltr").write_text("H E |\n")

@@ -5,6 +5,7 @@ from __future__ import annotations
 from pathlib import Path
 
 import pytest
+import torch
 
 import w2v2
 from w2v2.inference.ngram import write_lm_files
@@ -30,3 +31,14 @@ def small_lm(tmp_path_factory) -> tuple[Path, Path]:
     folder = tmp_path_factory.mktemp("lm")
     write_lm_files(LM_SENTENCES, folder / "lm.arpa", folder / "lexicon.txt")
     return folder / "lm.arpa", folder / "lexicon.txt"
+
+
+@pytest.fixture(scope="session")
+def special_checkpoint(ctc_checkpoint, tmp_path_factory) -> Path:
+    """The tiny CTC model with `<pad>` and `<unk>` made likelier, so that its greedy paths hold them."""
+    model = w2v2.load_model(ctc_checkpoint)
+    with torch.no_grad():
+        model.w2v_encoder.proj.bias[[model.dictionary.pad(), model.dictionary.unk()]] += 2.0
+    path = tmp_path_factory.mktemp("special") / "special.pt"
+    w2v2.save_checkpoint(path, model, dictionary=model.dictionary)
+    return path

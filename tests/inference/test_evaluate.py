@@ -14,7 +14,14 @@ import w2v2
 from w2v2.data.dictionary import Dictionary
 from w2v2.errors import W2v2Error
 from w2v2.inference.decoding import LmOptions
-from w2v2.inference.evaluate import evaluate, write_results
+from w2v2.inference.evaluate import (
+    PER_UTTERANCE,
+    autocast_dtype,
+    choose_batching,
+    evaluate,
+    validation_batching,
+    write_results,
+)
 from w2v2.train.losses import error_counts
 
 
@@ -36,6 +43,11 @@ def unbatched_counts(model, manifest, subset):
     return totals, hypotheses
 
 
+def shown(hypotheses):
+    """fairseq's validation hypotheses as people see them: `<pad>` and `<unk>` predictions left out."""
+    return [" ".join(re.sub("<pad>|<unk>", "", h).split()) for h in hypotheses]
+
+
 def test_greedy_counts_are_fairseq_validation_counts(ctc_checkpoint, ctc_model, tiny_manifest):
     longest = max(int(line.split()[1]) for line in (tiny_manifest / "dev_clean.tsv").read_text().splitlines()[1:])
     # A budget of one utterance per batch: no padding, so every utterance can be checked on its own.
@@ -44,7 +56,7 @@ def test_greedy_counts_are_fairseq_validation_counts(ctc_checkpoint, ctc_model, 
     assert (result.letter_errors, result.letters, result.word_errors, result.words) == (
         expected["c_errors"], expected["c_total"], expected["w_errors"], expected["w_total"])
     assert result.subset == "dev_clean" and result.utterances == 8 and result.decoder == "greedy"
-    assert [u.hypothesis for u in result.details] == hypotheses
+    assert [u.hypothesis for u in result.details] == shown(hypotheses)
     assert result.uer == pytest.approx(100 * expected["c_errors"] / expected["c_total"])
     assert result.audio_seconds == pytest.approx(
         sum(int(line.split()[1]) for line in (tiny_manifest / "dev_clean.tsv").read_text().splitlines()[1:]) / 16000)
@@ -99,3 +111,92 @@ def test_refusals(ctc_checkpoint, fairseq_dir, tiny_manifest, tmp_path):
         evaluate(garbage, tiny_manifest, "dev_clean", progress=False)
     with pytest.raises(W2v2Error, match="`--max-tokens` must be at least the longest utterance"):
         evaluate(ctc_checkpoint, tiny_manifest, "dev_clean", max_tokens=1000, progress=False)
+
+
+def totals(result) -> dict:
+    """The error counts of an evaluation, keyed as `error_counts` keys them."""
+    return {"c_errors": result.letter_errors, "c_total": result.letters, "w_errors": result.word_errors,
+            "w_total": result.words}
+
+
+def with_cfg(checkpoint, target, **groups):
+    """A copy of `checkpoint` whose config groups have the values of `groups` ({group: {key: value}})."""
+    model = w2v2.load_model(checkpoint)
+    cfg = {**model.fairseq_cfg, **{name: {**model.fairseq_cfg[name], **values} for name, values in groups.items()}}
+    w2v2.save_checkpoint(target, model, cfg, dictionary=model.dictionary)
+    return target
+
+
+def test_per_utterance_is_unchanged_by_batching_and_equals_single_forwards(ctc_checkpoint, ctc_model, tiny_manifest,
+                                                                            tmp_path):
+    expected, hypotheses = unbatched_counts(ctc_model, tiny_manifest, "dev_clean")
+    batched = []
+    for name, dataset in (("pairs", {"max_tokens_valid": 64000}), ("all", {"max_tokens_valid": 10**7})):
+        checkpoint = with_cfg(ctc_checkpoint, tmp_path / f"{name}.pt", dataset=dataset)
+        exact = evaluate(checkpoint, tiny_manifest, "dev_clean", per_utterance=True, device="cpu", progress=False)
+        assert totals(exact) == expected and [u.hypothesis for u in exact.details] == shown(hypotheses)
+        assert exact.batching == "one utterance per batch (--per-utterance)" and exact.utterances == 8
+        batched.append(evaluate(checkpoint, tiny_manifest, "dev_clean", device="cpu", progress=False))
+        assert f"{dataset['max_tokens_valid']} samples (dataset.max_tokens_valid)" in batched[-1].batching
+    # The two batchings give different letters: batching does matter, and per-utterance mode ignores it.
+    assert totals(batched[0]) != totals(batched[1])
+
+
+def test_people_see_no_special_symbols_but_the_counts_keep_them(special_checkpoint, tiny_manifest, tmp_path):
+    model = w2v2.load_model(special_checkpoint)
+    expected, hypotheses = unbatched_counts(model, tiny_manifest, "dev_clean")
+    assert any("<pad>" in h for h in hypotheses) and any("<unk>" in h for h in hypotheses)
+    result = evaluate(special_checkpoint, tiny_manifest, "dev_clean", per_utterance=True, device="cpu", progress=False)
+    assert totals(result) == expected  # fairseq's validation counts a predicted <pad> as a letter
+    assert [u.hypothesis for u in result.details] == shown(hypotheses)
+    assert all("<" not in text for u in result.details
+               for text in (u.hypothesis, u.hypothesis_units, u.reference, u.reference_units))
+    for path in write_results(result, tmp_path / "out"):
+        assert "<" not in path.read_text(), path.name
+
+
+def test_utterances_validation_leaves_out_are_left_out(ctc_checkpoint, tiny_manifest, tmp_path):
+    sizes = [int(line.split()[1]) for line in (tiny_manifest / "dev_clean.tsv").read_text().splitlines()[1:]]
+    budget = sorted(sizes)[5]
+    checkpoint = with_cfg(ctc_checkpoint, tmp_path / "small.pt", dataset={"max_tokens_valid": budget},
+                          task={"min_sample_size": sorted(sizes)[1]})
+    result = evaluate(checkpoint, tiny_manifest, "dev_clean", device="cpu", progress=False)
+    assert result.left_out == sum(size > budget for size in sizes) + 1 == 3 and result.utterances == 5
+    assert "3 utterances left out as validation leaves them out" in result.line()
+    with pytest.raises(W2v2Error, match="`--max-tokens` must be at least the longest utterance"):
+        evaluate(checkpoint, tiny_manifest, "dev_clean", max_tokens=budget, progress=False)
+
+
+@pytest.mark.parametrize("dataset, limits, shown", [
+    ({"max_tokens": 100, "max_tokens_valid": None, "batch_size": 4, "batch_size_valid": 2}, (100, 2),
+     "100 samples (dataset.max_tokens) and 2 utterances (dataset.batch_size_valid)"),
+    ({"max_tokens": 100, "max_tokens_valid": 50, "batch_size": None}, (50, None), "50 samples (dataset.max_tokens_valid)"),
+    ({"max_tokens": None}, (None, None), "the longest utterance's samples"),
+])
+def test_validation_batching_is_read_as_the_trainer_reads_it(dataset, limits, shown):
+    batching = validation_batching({"dataset": dataset})
+    assert (batching.max_tokens, batching.batch_size) == limits and shown in batching.description
+    assert batching.from_checkpoint
+
+
+def test_batching_choices_and_their_errors():
+    cfg = {"dataset": {"max_tokens": 100, "batch_size_valid": 2}}
+    assert validation_batching({"model": {}}).batch_size == 1  # an args-era file records no batching
+    given = choose_batching(cfg, 1000, None, per_utterance=False)
+    assert (given.max_tokens, given.batch_size, given.from_checkpoint) == (1000, None, False)  # replaces both
+    assert choose_batching(cfg, None, None, per_utterance=True) == PER_UTTERANCE
+    with pytest.raises(W2v2Error, match="`--batch-size` has no effect with `--per-utterance`"):
+        choose_batching(cfg, None, 4, per_utterance=True)
+    with pytest.raises(W2v2Error, match="`--max-tokens` must be a positive number, but is 0"):
+        choose_batching(cfg, 0, None, per_utterance=False)
+    with pytest.raises(W2v2Error, match=r"`dataset.max_tokens` must be a positive integer or null, but is 'big'"):
+        validation_batching({"dataset": {"max_tokens": "big"}})
+
+
+def test_precision_follows_the_run_where_the_device_can():
+    cpu = torch.device("cpu")
+    assert autocast_dtype({"common": {"fp16": True}}, "auto", cpu) is None  # no fp16 kernels on the CPU
+    assert autocast_dtype({"common": {"bf16": True}}, "auto", cpu) == torch.bfloat16
+    assert autocast_dtype({"common": {"bf16": True}}, "fp32", cpu) is None
+    with pytest.raises(W2v2Error, match="`--precision fp16` needs a GPU or NPU"):
+        autocast_dtype({}, "fp16", cpu)

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import json
+import re
 from types import SimpleNamespace
 
 import numpy as np
@@ -9,6 +11,7 @@ import pytest
 import soundfile
 import torch
 
+import w2v2
 from w2v2.errors import W2v2Error
 from w2v2.inference.transcribe import frame_log_probs, load_audio, transcribe, window_starts, word_timings
 from w2v2.train.losses import greedy_decode, letters_to_words
@@ -102,15 +105,17 @@ def test_window_and_overlap_are_checked(ctc_model):
 
 def test_word_timings_follow_the_alignment(ctc_model):
     dictionary = ctc_model.dictionary
-    frames = ["<s>", "G", "G", "<s>", "O", "|", "|", "<s>", "L", "E", "<s>", "E", "</s>", "F", "T", "T", "<pad>",
-              "|", "<s>", "N", "O"]
+    # `<pad>` and `<unk>` are not text: like the blank they separate repeats (T <pad> T is two Ts).
+    frames = ["<s>", "G", "G", "<s>", "O", "|", "|", "<s>", "L", "E", "<s>", "E", "</s>", "F", "T", "<pad>", "T",
+              "<unk>", "|", "<s>", "N", "O"]
     alignment = torch.tensor([dictionary.index(symbol) for symbol in frames])
     words = word_timings(alignment, dictionary, 0.02)
-    assert [w.word for w in words] == ["GO", "LEEFT<pad>", "NO"]
-    assert [(round(w.start, 2), round(w.end, 2)) for w in words] == [(0.02, 0.10), (0.16, 0.34), (0.38, 0.42)]
+    assert [w.word for w in words] == ["GO", "LEEFTT", "NO"]
+    assert [(round(w.start, 2), round(w.end, 2)) for w in words] == [(0.02, 0.10), (0.16, 0.34), (0.40, 0.44)]
     tokens = greedy_decode(torch.nn.functional.one_hot(alignment, len(dictionary)).float()[:, None],
                            torch.tensor([len(alignment)]))[0]
-    assert " ".join(w.word for w in words) == letters_to_words(dictionary.string(tokens))
+    assert "<pad>" in dictionary.string(tokens)  # what fairseq's validation counts
+    assert " ".join(w.word for w in words) == letters_to_words(dictionary.text(tokens))
 
 
 def test_sixty_seconds_in_windows(ctc_model, long_file):
@@ -122,7 +127,7 @@ def test_sixty_seconds_in_windows(ctc_model, long_file):
     # The Transformer sees the whole window, so outputs move a little; the best symbols barely do.
     assert (whole.argmax(-1) == windowed.argmax(-1)).float().mean() > 0.9
     expected = greedy_decode(windowed[:, None], torch.tensor([len(windowed)]))[0]
-    assert result.text == letters_to_words(ctc_model.dictionary.string(expected)) != ""
+    assert result.text == letters_to_words(ctc_model.dictionary.text(expected)) != ""
     assert result.duration == 60.0 and result.text == " ".join(w.word for w in result.words)
     times = [t for w in result.words for t in (w.start, w.end)]
     assert times == sorted(times) and times[0] >= 0 and times[-1] <= 60.0
@@ -142,3 +147,14 @@ def test_too_short_or_unreadable_audio_is_refused(ctc_model, tmp_path):
     with pytest.raises(W2v2Error, match="cannot be opened"):
         transcribe(ctc_model, tmp_path / "missing.wav")
 
+
+
+def test_transcripts_hold_no_special_symbols(special_checkpoint, tiny_manifest):
+    model = w2v2.load_model(special_checkpoint)
+    lines = (tiny_manifest / "dev_clean.tsv").read_text().splitlines()
+    for entry in lines[1:]:
+        path = f"{lines[0]}/{entry.split()[0]}"
+        best = frame_log_probs(model, load_audio(path)).argmax(-1)
+        specials = {model.dictionary.pad(), model.dictionary.unk()} & set(best.tolist())
+        result = transcribe(model, path)
+        assert specials and result.text and not re.search("[<>]", json.dumps(result.to_json()))

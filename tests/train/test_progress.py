@@ -3,11 +3,13 @@
 from __future__ import annotations
 
 import json
+import logging
 import math
 
 import pytest
 
-from w2v2.train.progress import RunLog, derive, fairseq_value
+from w2v2.errors import W2v2Error
+from w2v2.train.progress import RunLog, derive, fairseq_value, read_console_records, read_run_log, setup_console_logging
 
 
 def test_derived_metrics_follow_fairseq():
@@ -43,3 +45,29 @@ def test_run_log_writes_lines_and_jsonl(tmp_path, caplog):
     assert list(line)[-1] == "valid_best_wer"
     stored = json.loads((tmp_path / "log.jsonl").read_text())
     assert stored["tag"] == "valid" and stored["valid_wer"] == 12.3456
+
+
+def test_the_readers_give_back_what_run_log_wrote(tmp_path):
+    root = logging.getLogger()
+    handlers, level = root.handlers[:], root.level  # pytest's own, put back below
+    try:
+        setup_console_logging(tmp_path / "hydra_train.log")
+        log = RunLog(tmp_path, "json")
+        log.record("train_inner", {"epoch": 1, "loss": 3.14159, "num_updates": 10}, step=10)
+        log.record("valid", {"epoch": 1, "valid_wer": 12.3456, "valid_best_wer": 10.0, "note": "text"}, step=10)
+        log.close()
+    finally:
+        for handler in root.handlers:
+            handler.close()
+        root.handlers[:] = handlers
+        root.setLevel(level)
+    with (tmp_path / "log.jsonl").open("a") as handle:
+        handle.write('{"tag": "valid", "valid_w')  # a record cut short by a running job
+    records = read_run_log(tmp_path)
+    assert [tag for tag, _ in records] == ["train_inner", "valid"]
+    assert records[1][1] == {"time": records[1][1]["time"], "epoch": 1, "valid_wer": 12.3456, "valid_best_wer": 10.0}
+    console = list(read_console_records((tmp_path / "hydra_train.log").read_text() + "epoch 001:  50%|#####\n"))
+    assert console == [("train_inner", {"epoch": "1", "loss": "3.142", "num_updates": "10"}),
+                       ("valid", {"epoch": "1", "valid_wer": "12.346", "valid_best_wer": "10", "note": "text"})]
+    with pytest.raises(W2v2Error, match="has no log.jsonl"):
+        read_run_log(tmp_path / "elsewhere")

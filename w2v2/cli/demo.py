@@ -16,6 +16,7 @@ from typing import Dict, List, Optional
 
 from w2v2.errors import W2v2Error
 from w2v2.fileio import write_text_atomically
+from w2v2.train.progress import read_run_log
 
 REPO_CORPUS = Path(__file__).resolve().parents[2] / "examples" / "demo_corpus"
 REPO_LM = Path(__file__).resolve().parents[2] / "examples" / "lm"
@@ -58,8 +59,8 @@ def _stage(summary: DemoSummary, name: str, start: float) -> None:
 
 
 def _max_train(run_dir: Path, key: str) -> float:
-    values = [json.loads(line).get(key, 0.0) for line in (run_dir / "log.jsonl").read_text().splitlines()]
-    return max(values, default=0.0)
+    """The largest value of `key` in the run's log records (0 when none holds it)."""
+    return max((values.get(key, 0.0) for _, values in read_run_log(run_dir)), default=0.0)
 
 
 def run(args: argparse.Namespace) -> int:

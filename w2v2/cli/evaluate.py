@@ -12,7 +12,8 @@ from w2v2.inference.evaluate import evaluate, write_results
 def register(subparsers: argparse._SubParsersAction) -> None:
     parser = subparsers.add_parser("evaluate", help="word and letter error rates of a CTC checkpoint on a subset")
     parser.add_argument("--checkpoint", required=True, help="fine-tuned (wav2vec_ctc) checkpoint")
-    parser.add_argument("--data", required=True, help="folder with SUBSET.tsv, SUBSET.ltr and dict.ltr.txt")
+    parser.add_argument("--data", required=True,
+                        help="folder with SUBSET.tsv and its labels, SUBSET.ltr (the checkpoint's task.labels)")
     parser.add_argument("--subset", required=True, help="manifest name, e.g. dev_clean (dev-clean is the same)")
     parser.add_argument("--lm-path", help="KenLM word n-gram (.arpa or .bin) for beam search; needs w2v2[lm]")
     parser.add_argument("--lexicon", help="lines 'WORD W O R D |': the words the LM decoder may emit")
@@ -23,7 +24,16 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     parser.add_argument("--lm-weight", type=float, default=defaults.lm_weight, help="weight of the LM score")
     parser.add_argument("--word-score", type=float, default=defaults.word_score, help="score added per word")
     parser.add_argument("--sil-weight", type=float, default=defaults.sil_weight, help="score added per '|'")
-    parser.add_argument("--max-tokens", type=int, default=1_600_000, help="audio samples per batch")
+    parser.add_argument("--max-tokens", type=int,
+                        help="audio samples per batch (default: the batching of the run's validation, from the "
+                             "checkpoint's dataset.max_tokens_valid / max_tokens, which reproduces its logged WER)")
+    parser.add_argument("--batch-size", type=int,
+                        help="utterances per batch (default: the checkpoint's dataset.batch_size_valid / "
+                             "batch_size); --max-tokens and --batch-size replace the checkpoint's batching")
+    parser.add_argument("--per-utterance", action="store_true",
+                        help="encode every utterance alone: exact, unchanged by any batching (and slower)")
+    parser.add_argument("--precision", choices=("auto", "fp32", "fp16", "bf16"), default="auto",
+                        help="autocast dtype (default auto: the run's common.fp16 / bf16; fp16 needs a GPU or NPU)")
     parser.add_argument("--results-path", help="write hypo.word-*, ref.word-*, *.units-* and result-*.json here")
     parser.add_argument("--device", default="auto", help="auto, cpu, cuda or npu")
     parser.add_argument("--trust-checkpoint", action="store_true", help="allow a checkpoint with arbitrary pickles")
@@ -47,6 +57,7 @@ def lm_options(args: argparse.Namespace) -> LmOptions | None:
 def run(args: argparse.Namespace) -> int:
     lm = lm_options(args)
     result = evaluate(args.checkpoint, args.data, args.subset, lm, max_tokens=args.max_tokens,
+                      batch_size=args.batch_size, per_utterance=args.per_utterance, precision=args.precision,
                       device=args.device, trusted=args.trust_checkpoint)
     print(result.line())
     if args.results_path:

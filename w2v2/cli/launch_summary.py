@@ -13,18 +13,15 @@ Ascend fork's scripts take from that text with grep and awk, so both agree: FPS 
 from __future__ import annotations
 
 import argparse
-import json
 import platform
-import re
 import sys
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Dict, Iterator, List, Optional, Sequence, Tuple
+from typing import Dict, List, Optional, Sequence, Tuple
 
 from w2v2.errors import W2v2Error
 from w2v2.fileio import write_text_atomically
-
-RECORD = re.compile(r"^\[[^\]]*\]\[(?P<tag>[^\]]+)\]\[[A-Z]+\] - (?P<body>\{.*\})\s*$")
+from w2v2.train.progress import read_console_records
 
 
 @dataclass
@@ -39,25 +36,11 @@ class LogFigures:
     last_loss: Optional[str]  # the last training loss (train_inner, else the epoch's train_loss)
 
 
-def records(text: str) -> Iterator[Tuple[str, Dict[str, str]]]:
-    """(tag, values) of every JSON log record in `text`, in order; other lines are skipped."""
-    for line in text.splitlines():
-        match = RECORD.match(line)
-        if match is None:
-            continue
-        try:
-            values = json.loads(match["body"])
-        except json.JSONDecodeError:
-            continue
-        if isinstance(values, dict):
-            yield match["tag"], {key: str(value) for key, value in values.items()}
-
-
 def figures(text: str, source: str = "the log") -> LogFigures:
     """The run's figures from the text of its training log; an error if it holds no `train_wps`."""
     epochs: List[Dict[str, str]] = []
     best_wer = last_loss = None
-    for tag, values in records(text):
+    for tag, values in read_console_records(text):
         if "train_wps" in values:
             epochs.append(values)
         if "valid_best_wer" in values:

@@ -7,19 +7,19 @@ Four panels against updates: loss (training and validation), WER (fine-tuning) o
 from __future__ import annotations
 
 import argparse
-import json
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Dict, List, Optional, Tuple
 
 from w2v2.errors import W2v2Error
 from w2v2.fileio import atomic_write
+from w2v2.train.progress import JSONL_NAME, read_run_log
 
 DEFAULT_NAME = "training.png"
 
 
 @dataclass
-class RunLog:
+class LogRecords:
     """The records of a `log.jsonl`, keys without their tag's prefix (`valid_loss` -> `loss`)."""
 
     records: List[Tuple[str, Dict[str, float]]]  # (tag, values)
@@ -43,28 +43,16 @@ class RunLog:
         return any(t.startswith(prefix) and key in values for t, values in self.records)
 
 
-def read_log(run_dir: Path) -> RunLog:
-    """The records of `run_dir/log.jsonl`; an error if the file is missing or holds none. Lines that
-    are not JSON records are skipped: a job that is still running may have written half a line."""
-    path = run_dir / "log.jsonl"
-    if not path.is_file():
-        raise W2v2Error(f"{run_dir} has no log.jsonl: RUN_DIR must be the hydra.run.dir of a training run.")
+def read_log(run_dir: Path) -> LogRecords:
+    """The records of `run_dir/log.jsonl`; an error if the file is missing or holds none."""
     records = []
-    for line in path.read_text(encoding="utf-8").splitlines():
-        try:
-            record = json.loads(line)
-        except json.JSONDecodeError:
-            continue
-        if not isinstance(record, dict) or not isinstance(record.get("tag"), str):
-            continue
-        tag = record.pop("tag")
+    for tag, values in read_run_log(run_dir):
         prefix = "train_" if tag == "train" else "valid_" if tag.startswith("valid") else ""
-        records.append((tag, {k[len(prefix):] if prefix and k.startswith(prefix) else k: v
-                              for k, v in record.items() if isinstance(v, (int, float))}))
+        records.append((tag, {k[len(prefix):] if prefix and k.startswith(prefix) else k: v for k, v in values.items()}))
     if not records:
-        raise W2v2Error(f"{path} holds no training records yet; plot it once training has logged some "
-                        "(every common.log_interval updates).")
-    return RunLog(records)
+        raise W2v2Error(f"{run_dir / JSONL_NAME} holds no training records yet; plot it once training has logged "
+                        "some (every common.log_interval updates).")
+    return LogRecords(records)
 
 
 def _draw(ax: Any, series: Tuple[List[float], List[float]], label: Optional[str] = None, **style: Any) -> None:
@@ -72,7 +60,7 @@ def _draw(ax: Any, series: Tuple[List[float], List[float]], label: Optional[str]
     ax.plot(*series, marker="o" if len(series[0]) <= 20 else None, label=label, **style)
 
 
-def _loss_panel(ax: Any, log: RunLog) -> None:
+def _loss_panel(ax: Any, log: LogRecords) -> None:
     train = log.train_tag()
     _draw(ax, log.series(train, "loss"), f"train ({train})")
     for tag in log.tags("valid"):
@@ -89,7 +77,7 @@ def _loss_panel(ax: Any, log: RunLog) -> None:
     ax.legend(fontsize="small")
 
 
-def _score_panel(ax: Any, log: RunLog) -> None:
+def _score_panel(ax: Any, log: LogRecords) -> None:
     """WER when validation logged one (fine-tuning), else contrastive accuracy (pretraining)."""
     if log.has("valid", "wer"):
         for tag in log.tags("valid"):
@@ -110,13 +98,13 @@ def _score_panel(ax: Any, log: RunLog) -> None:
     ax.legend(fontsize="small")
 
 
-def _lr_panel(ax: Any, log: RunLog) -> None:
+def _lr_panel(ax: Any, log: LogRecords) -> None:
     _draw(ax, log.series(log.train_tag(), "lr"))
     ax.set_ylabel("learning rate")
     ax.set_title("learning rate")
 
 
-def _throughput_panel(ax: Any, log: RunLog) -> None:
+def _throughput_panel(ax: Any, log: LogRecords) -> None:
     """Target tokens/s (letters in fine-tuning, masked frames in pretraining) and audio s/s on a second axis."""
     train = log.train_tag()
     _draw(ax, log.series(train, "wps"), color="tab:blue")

@@ -84,9 +84,12 @@ class AudioDataset(torch.utils.data.Dataset):
         raise NotImplementedError
 
     def batch_sampler(
-        self, max_tokens: int, batch_size: Optional[int] = None, **options: object
+        self, max_tokens: Optional[int], batch_size: Optional[int] = None, **options: object
     ) -> LengthBatchSampler:
-        """A `LengthBatchSampler` over this dataset (options: seed, shuffle, num_replicas, rank)."""
+        """A `LengthBatchSampler` over this dataset (options: seed, shuffle, num_replicas, rank). Without
+        `max_tokens` only `batch_size` (default 1) bounds a batch, as in fairseq."""
+        if max_tokens is None:
+            max_tokens = int(self.batch_lengths.max(initial=1)) * (batch_size or 1)
         return LengthBatchSampler(
             self.batch_lengths, max_tokens, batch_size, drop_long=self.drop_long_items, **options
         )

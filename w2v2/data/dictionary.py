@@ -114,6 +114,20 @@ class Dictionary:
         skip = {self.bos_index, self.eos_index}
         return " ".join(self[i] for i in ids if i not in skip)
 
+    def is_special(self, index: int) -> bool:
+        """Whether `index` is a control symbol rather than text: the four specials, any `<...>` symbol
+        (such as `<ctc_blank>` or `<mask>`), and an index outside the dictionary."""
+        if not self.nspecial <= index < len(self.symbols):
+            return True
+        symbol = self.symbols[index]
+        return len(symbol) > 2 and symbol.startswith("<") and symbol.endswith(">")
+
+    def text(self, ids: Sequence[int] | torch.Tensor) -> str:
+        """Space-joined symbols for people to read: like `string`, but every special symbol left out."""
+        if isinstance(ids, torch.Tensor):
+            ids = ids.tolist()
+        return " ".join(self.symbols[i] for i in ids if not self.is_special(i))
+
 
 def dictionary_from_lines(lines: Iterable[str]) -> Dictionary:
     """Count the whitespace-separated symbols of label lines: most frequent first, ties alphabetical."""

@@ -1,14 +1,22 @@
 """Word and letter error rates of a fine-tuned CTC model on a manifest subset, greedy or with an n-gram
-LM; the hypotheses files of fairseq's `infer.py --results-path`, and decoding speed."""
+LM; the hypotheses files of fairseq's `infer.py --results-path`, and decoding speed.
+
+The feature encoder's group norm (BASE models) normalises over the padded length of a batch, so the
+batch an utterance lands in can change its letters. By default utterances are therefore batched, read
+and computed as the run's own validation did (the checkpoint's `dataset`, `task` and `common` groups),
+which reproduces the logged `valid_wer` and `valid_uer`; per-utterance mode encodes every utterance
+alone, which no batching can change.
+"""
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import time
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import Any, Dict, List, Optional, Union
+from typing import Any, Dict, List, Mapping, Optional, Union
 
 import torch
 from tqdm import tqdm
@@ -17,6 +25,7 @@ from w2v2.data.datasets import FinetuningDataset
 from w2v2.data.dictionary import Dictionary
 from w2v2.data.loader import build_dataloader
 from w2v2.devices import pick_device, synchronize
+from w2v2.devices import precision as device_precision
 from w2v2.errors import W2v2Error
 from w2v2.fileio import write_texts_atomically
 from w2v2.inference.decoding import Decoder, LmOptions, alignment_scores, build_decoder
@@ -26,6 +35,7 @@ from w2v2.models.ctc import Wav2Vec2Ctc
 from w2v2.train.losses import error_counts, greedy_decode, letters_to_words
 
 PathLike = Union[str, os.PathLike]
+PRECISIONS = {None: "fp32", torch.float16: "fp16", torch.bfloat16: "bf16"}  # autocast dtype -> name
 
 
 @dataclass
@@ -46,7 +56,10 @@ class EvalResult:
     checkpoint: str
     subset: str
     decoder: str
+    batching: str = ""
+    precision: str = "fp32"
     utterances: int = 0
+    left_out: int = 0  # utterances that validation leaves out too: over the checkpoint's budget, under min_sample_size
     word_errors: int = 0
     words: int = 0
     letter_errors: int = 0
@@ -80,7 +93,79 @@ class EvalResult:
         return (f"{self.subset}: WER {self.wer:.2f} % ({self.word_errors}/{self.words} words), "
                 f"UER {self.uer:.2f} % ({self.letter_errors}/{self.letters} letters), {self.utterances} utterances, "
                 f"{self.audio_seconds:.1f} s of audio in {self.decode_seconds:.1f} s "
-                f"({self.realtime_factor:.1f}x real time), {self.decoder}")
+                f"({self.realtime_factor:.1f}x real time), {self.decoder}, {self.precision}; {self.batching}"
+                + (f"; {self.left_out} utterances left out as validation leaves them out (longer than the "
+                   "batch budget or shorter than task.min_sample_size)" if self.left_out else ""))
+
+
+@dataclass(frozen=True)
+class Batching:
+    """How utterances are grouped: at most `max_tokens` samples and `batch_size` utterances per batch."""
+
+    max_tokens: Optional[int]
+    batch_size: Optional[int]
+    description: str
+    from_checkpoint: bool = False  # utterances over the budget are then left out, as validation does
+
+
+PER_UTTERANCE = Batching(None, 1, "one utterance per batch (--per-utterance)")
+
+
+def validation_batching(cfg: Mapping[str, Any]) -> Batching:
+    """The batching of the run's validation, from the checkpoint's `dataset` group, as the trainer reads it
+    (`w2v2.train.setup.build_pipeline`): `max_tokens_valid` / `batch_size_valid`, when unset the training
+    `max_tokens` / `batch_size` (fairseq's defaults); with neither, the longest utterance is the budget."""
+    if not isinstance(cfg.get("dataset"), Mapping):
+        return Batching(None, 1, "one utterance per batch: the checkpoint records no validation batching "
+                        "(it has no `dataset` group)", from_checkpoint=True)
+    group = cfg["dataset"]
+    limits: Dict[str, Optional[int]] = {}
+    shown = []
+    for name, unit in (("max_tokens", "samples"), ("batch_size", "utterances")):
+        key = f"{name}_valid" if group.get(f"{name}_valid") else name
+        value = group.get(key)
+        if value is not None and (isinstance(value, bool) or not isinstance(value, int) or value < 1):
+            raise W2v2Error(f"the checkpoint's `dataset.{key}` must be a positive integer or null, but is "
+                            f"{value!r} instead.")
+        limits[name] = value
+        if value is not None:
+            shown.append(f"{value} {unit} (dataset.{key})")
+    described = " and ".join(shown) if shown else "the longest utterance's samples (no dataset.max_tokens or batch_size)"
+    return Batching(limits["max_tokens"], limits["batch_size"], f"batches as in validation: at most {described}",
+                    from_checkpoint=True)
+
+
+def choose_batching(cfg: Mapping[str, Any], max_tokens: Optional[int], batch_size: Optional[int],
+                    per_utterance: bool) -> Batching:
+    """`--per-utterance`, else the limits given (which replace the checkpoint's), else validation's."""
+    for flag, value in (("--max-tokens", max_tokens), ("--batch-size", batch_size)):
+        if value is not None and value < 1:
+            raise W2v2Error(f"`{flag}` must be a positive number, but is {value} instead.")
+        if value is not None and per_utterance:
+            raise W2v2Error(f"`{flag}` has no effect with `--per-utterance`, which encodes every utterance "
+                            "alone; give one or the other.")
+    if per_utterance:
+        return PER_UTTERANCE
+    if max_tokens is None and batch_size is None:
+        return validation_batching(cfg)
+    shown = [f"{max_tokens} samples (--max-tokens)"] * (max_tokens is not None)
+    shown += [f"{batch_size} utterances (--batch-size)"] * (batch_size is not None)
+    return Batching(max_tokens, batch_size, f"batches of at most {' and '.join(shown)}")
+
+
+def autocast_dtype(cfg: Mapping[str, Any], precision: str, device: torch.device) -> Optional[torch.dtype]:
+    """The autocast dtype of `precision`: fp32 (none), fp16, bf16, or auto, the run's `common.fp16` /
+    `common.bf16` as its validation used them (fp32 for an fp16 run on a CPU, which has no fp16 kernels)."""
+    if precision not in ("auto", "fp32", "fp16", "bf16"):
+        raise W2v2Error(f"`--precision` must be auto, fp32, fp16 or bf16, but is {precision!r} instead.")
+    if precision == "fp16" and device.type == "cpu":
+        raise W2v2Error("`--precision fp16` needs a GPU or NPU; on the CPU use bf16 or fp32.")
+    common = cfg.get("common") or {}
+    if precision == "auto":
+        fp16, bf16 = bool(common.get("fp16")) and device.type != "cpu", bool(common.get("bf16"))
+    else:
+        fp16, bf16 = precision == "fp16", precision == "bf16"
+    return device_precision(device, fp16, bf16).autocast_dtype
 
 
 def evaluate(
@@ -89,33 +174,60 @@ def evaluate(
     subset: str,
     lm: Optional[LmOptions] = None,
     *,
-    max_tokens: int = 1_600_000,
+    max_tokens: Optional[int] = None,
+    batch_size: Optional[int] = None,
+    per_utterance: bool = False,
+    precision: str = "auto",
     device: str = "auto",
     trusted: bool = False,
     progress: bool = True,
 ) -> EvalResult:
-    """Decode `{data}/{subset}.tsv` with the CTC model of `checkpoint` and count errors against `.ltr`."""
+    """Decode `{data}/{subset}.tsv` with the CTC model of `checkpoint` and count errors against its labels.
+
+    Without `max_tokens` and `batch_size` the utterances are batched as the run's validation batched them;
+    `per_utterance` encodes each alone. `precision` auto follows the run's `common.fp16` / `bf16`."""
     model = load_ctc_model(checkpoint, trusted)
+    cfg = model.fairseq_cfg
+    batching = choose_batching(cfg, max_tokens, batch_size, per_utterance)
+    target_device = pick_device(device)
+    dtype = autocast_dtype(cfg, precision, target_device)
     data = Path(data)
     name = resolve_subset(data, subset)
     dictionary = model_dictionary(model, data)
     decoder = build_decoder(dictionary, lm)
-    dataset = FinetuningDataset.from_manifest(data / f"{name}.tsv", data / f"{name}.ltr", dictionary,
-                                              normalize=expects_normalized_input(model))
-    if len(dataset) and int(dataset.sizes.max()) > max_tokens:
-        raise W2v2Error(f"`--max-tokens` must be at least the longest utterance of {name}, {dataset.sizes.max()} "
-                        f"samples, but is {max_tokens} instead.")
-    loader = build_dataloader(dataset, dataset.batch_sampler(max_tokens, shuffle=False))
-    result = EvalResult(str(checkpoint), name, decoder.description)
-    target_device = pick_device(device)
+    dataset = validation_dataset(cfg, data, name, dictionary, expects_normalized_input(model))
+    longest = int(dataset.sizes.max(initial=0))
+    if not batching.from_checkpoint and batching.max_tokens is not None and longest > batching.max_tokens:
+        raise W2v2Error(f"`--max-tokens` must be at least the longest utterance of {name}, {longest} "
+                        f"samples, but is {batching.max_tokens} instead.")
+    sampler = dataset.batch_sampler(batching.max_tokens, batching.batch_size, shuffle=False)
+    loader = build_dataloader(dataset, sampler)
+    result = EvalResult(str(checkpoint), name, decoder.description, batching.description, PRECISIONS[dtype],
+                        left_out=sampler.num_dropped + dataset.num_skipped)
     model.to(target_device)
+    autocast = torch.autocast(target_device.type, dtype) if dtype is not None else contextlib.nullcontext()
     started = time.perf_counter()
-    for batch in tqdm(loader, desc=f"evaluate {name}", unit="batch", disable=not progress):
-        _decode_batch(model, decoder, batch, dictionary, target_device, result)
+    with autocast:
+        for batch in tqdm(loader, desc=f"evaluate {name}", unit="batch", disable=not progress):
+            _decode_batch(model, decoder, batch, dictionary, target_device, result)
     synchronize(target_device)
     result.decode_seconds = time.perf_counter() - started
     result.details.sort(key=lambda utterance: utterance.id)
     return result
+
+
+def validation_dataset(cfg: Mapping[str, Any], data: Path, name: str, dictionary: Dictionary,
+                       normalize: bool) -> FinetuningDataset:
+    """The subset read as the run read its validation data: the checkpoint's `task.labels` (default ltr),
+    `sample_rate` and `min_sample_size` (shorter files left out), with fairseq's defaults."""
+    task = cfg.get("task") or {}
+    labels = data / f"{name}.{task.get('labels') or 'ltr'}"
+    if not labels.is_file():
+        raise W2v2Error(f"the labels of {name} must be in {labels} (the checkpoint's task.labels), but that "
+                        "file does not exist.")
+    return FinetuningDataset.from_manifest(data / f"{name}.tsv", labels, dictionary, normalize=normalize,
+                                           sample_rate=int(task.get("sample_rate") or 16000),
+                                           min_sample_size=int(task.get("min_sample_size") or 0))
 
 
 def load_ctc_model(checkpoint: PathLike, trusted: bool) -> Wav2Vec2Ctc:
@@ -173,11 +285,17 @@ def _decode_batch(model: Wav2Vec2Ctc, decoder: Decoder, batch: Dict[str, Any], d
     result.letter_errors += counts["c_errors"]
     result.letters += counts["c_total"]
     result.audio_seconds += batch["audio_seconds"]
+    # The counts keep predicted `<pad>`s as letters, as fairseq's validation does; people see text only.
     units = greedy_decode(scores, lengths, dictionary.bos())
-    for index, hypothesis, tokens, target in zip(batch["id"].tolist(), counts["hypotheses"], units, batch["target"]):
-        reference_units = dictionary.string(target[target != dictionary.pad()])
-        result.details.append(Utterance(index, hypothesis, letters_to_words(reference_units),
-                                        dictionary.string(tokens), reference_units))
+    for index, tokens, target in zip(batch["id"].tolist(), units, batch["target"]):
+        hypothesis_units, reference_units = dictionary.text(tokens), dictionary.text(target)
+        result.details.append(Utterance(index, _words(hypothesis_units), _words(reference_units),
+                                        hypothesis_units, reference_units))
+
+
+def _words(units: str) -> str:
+    """Words of letter units, single-spaced."""
+    return " ".join(letters_to_words(units).split())
 
 
 def write_results(result: EvalResult, results_path: PathLike) -> List[Path]:

@@ -109,7 +109,9 @@ def _window_log_probs(model: Wav2Vec2Ctc, samples: np.ndarray) -> torch.Tensor:
 
 def word_timings(alignment: torch.Tensor, dictionary: Dictionary, frame_seconds: float) -> List[WordTiming]:
     """Words of a CTC frame alignment (repeats merged, blanks dropped, `|` between words) with times."""
-    blanks = {dictionary.bos(), dictionary.eos()}  # the symbols `Dictionary.string` leaves out
+    # Special symbols (the CTC blank `<s>`, `<pad>`, `<unk>`, ...) are not text: like the blank, they
+    # separate repeated letters and are not shown.
+    blanks = {index for index in range(len(dictionary)) if dictionary.is_special(index)}
     silence = dictionary.indices.get(SILENCE)
     words: List[WordTiming] = []
     letters: List[str] = []

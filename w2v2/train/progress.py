@@ -1,4 +1,5 @@
-"""Training logs: fairseq's metric names and line format, plus JSON lines and TensorBoard.
+"""Training logs: fairseq's metric names and line format, plus JSON lines and TensorBoard; and the
+readers of both, for the tools that summarise runs.
 
 Lines look like fairseq's under Hydra (`[time][train_inner][INFO] - {"epoch": 1, ...}` with values
 as strings), so the parsers users already have keep working; `log.jsonl` beside them holds the
@@ -10,9 +11,10 @@ from __future__ import annotations
 import json
 import logging
 import math
+import re
 import time
 from pathlib import Path
-from typing import Any, Dict, Optional
+from typing import Any, Dict, Iterator, List, Optional, Tuple
 
 from w2v2.errors import W2v2Error
 
@@ -22,6 +24,9 @@ ROUNDS = {"loss": 3, "nll_loss": 3, "uer": 3, "wer": 3, "raw_wer": 3, "accuracy"
           "code_perplexity": 3, "temp": 5, "audio_s_per_s": 1, "padding_fraction": 4, "data_wait": 3,
           "peak_mem_gib": 2, "best_wer": 3, "best_loss": 3, "best_accuracy": 5}
 AVERAGED = ("prob_perplexity", "code_perplexity", "temp", "padding_fraction")
+JSONL_NAME = "log.jsonl"
+# A console record as `setup_console_logging` and `RunLog` print it with the json log format.
+CONSOLE_RECORD = re.compile(r"^\[[^\]]*\]\[(?P<tag>[^\]]+)\]\[[A-Z]+\] - (?P<body>\{.*\})\s*$")
 
 
 def derive(sums: Dict[str, float], seconds: float, updates: int) -> Dict[str, float]:
@@ -69,7 +74,7 @@ class RunLog:
     def __init__(self, run_dir: Path, log_format: Optional[str] = None, tensorboard_dir: Optional[str] = None,
                  enabled: bool = True) -> None:
         self.enabled, self.log_format = enabled, log_format
-        self.jsonl = (run_dir / "log.jsonl").open("a", encoding="utf-8") if enabled else None
+        self.jsonl = (run_dir / JSONL_NAME).open("a", encoding="utf-8") if enabled else None
         self.writers: Dict[str, Any] = {}
         self.tensorboard_dir = tensorboard_dir if enabled else None
         if self.tensorboard_dir:
@@ -106,6 +111,40 @@ class RunLog:
             self.jsonl.close()
         for writer in self.writers.values():
             writer.close()
+
+
+def read_run_log(run_dir: Path) -> List[Tuple[str, Dict[str, float]]]:
+    """(tag, numbers) of every record in `run_dir/log.jsonl`, in order, keys as `RunLog` wrote them.
+    Lines that are not JSON records are skipped: a run that is still going may have written half a line."""
+    path = run_dir / JSONL_NAME
+    if not path.is_file():
+        raise W2v2Error(f"{run_dir} has no {JSONL_NAME}: the folder must be the hydra.run.dir of a training run.")
+    records = []
+    for line in path.read_text(encoding="utf-8").splitlines():
+        try:
+            record = json.loads(line)
+        except json.JSONDecodeError:
+            continue
+        if isinstance(record, dict) and isinstance(record.get("tag"), str):
+            tag = record.pop("tag")
+            records.append((tag, {k: v for k, v in record.items()
+                                  if isinstance(v, (int, float)) and not isinstance(v, bool)}))
+    return records
+
+
+def read_console_records(text: str) -> Iterator[Tuple[str, Dict[str, str]]]:
+    """(tag, values as printed) of every JSON record line in console output or `hydra_train.log`, in
+    order; other lines (progress bars, messages, records cut short) are skipped."""
+    for line in text.splitlines():
+        match = CONSOLE_RECORD.match(line)
+        if match is None:
+            continue
+        try:
+            values = json.loads(match["body"])
+        except json.JSONDecodeError:
+            continue
+        if isinstance(values, dict):
+            yield match["tag"], {key: str(value) for key, value in values.items()}
 
 
 def _summary_writer_class() -> Any:

@@ -123,13 +123,12 @@ class DataPipeline:
 
 def build_pipeline(task: Task, split: str, training: bool, device: torch.device, info: ProcessInfo,
                    seed: int) -> DataPipeline:
-    """The loader of `split`, sharded over ranks; validation is ordered and never shuffled."""
+    """The loader of `split`, sharded over ranks; validation is ordered and never shuffled.
+    (`w2v2 evaluate` reads the same validation limits from a checkpoint: `inference.evaluate.validation_batching`.)"""
     cfg = task.cfg.dataset
     dataset = task.dataset(split, training)
     max_tokens = cfg.max_tokens if training else (cfg.max_tokens_valid or cfg.max_tokens)
     batch_size = cfg.batch_size if training else (cfg.batch_size_valid or cfg.batch_size)
-    if max_tokens is None:
-        max_tokens = int(dataset.batch_lengths.max()) * (batch_size or 1)
     sampler = dataset.batch_sampler(max_tokens, batch_size, seed=seed, shuffle=training,
                                     num_replicas=info.world_size, rank=info.rank)
     generator = torch.Generator()
