@@ -58,6 +58,8 @@ def test_finetuning_starts_from_a_transformers_folder(tiny_manifest, tmp_path):
     assert saved["optimizer_history"][-1]["num_updates"] == 2
     # tiny_ctc freezes the pretrained network for 5 updates: it must still hold the folder's weights
     pretrained = w2v2.load_model(HF_PRETRAINED).state_dict()
-    network = {k[len("w2v_encoder.w2v_model."):]: v for k, v in saved["model"].items() if k.startswith("w2v_encoder.w2v_model.")}
+    prefix = "w2v_encoder.w2v_model."
+    network = {k[len(prefix):]: v for k, v in saved["model"].items() if k.startswith(prefix)}
     assert network and all(torch.equal(v, pretrained[k]) for k, v in network.items())
-    assert set(pretrained) - set(network) == {k for k in pretrained if k.startswith(("quantizer.", "project_q.", "final_proj."))}
+    heads = {k for k in pretrained if k.startswith(("quantizer.", "project_q.", "final_proj."))}
+    assert heads and set(pretrained) - set(network) == heads

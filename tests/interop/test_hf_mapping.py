@@ -78,7 +78,7 @@ def test_config_fields_reach_transformers_and_come_back(tmp_path):
     assert back.cfg.to_dict() | sources == ours.cfg.to_dict() | sources
     spelled = {"conv_feature_layers": None}  # "[(24,10,5),...]" comes back as "[(24, 10, 5), ...]"
     assert back.w2v_encoder.w2v_model.cfg.to_dict() | spelled == network.to_dict() | spelled
-    assert back.w2v_encoder.w2v_model.feature_extractor.conv_spec == ours.w2v_encoder.w2v_model.feature_extractor.conv_spec
+    assert back.w2v_encoder.w2v_model.feature_extractor.conv_spec == [(24, 10, 5), (16, 5, 3), (24, 3, 2)]
 
 
 @pytest.mark.parametrize("ctc, normalize", [(False, False), (False, True), (True, False), (True, True)])
@@ -101,6 +101,20 @@ def test_export_refuses_what_transformers_cannot_express(change, message, tmp_pa
         export_hf(tiny_model("base", **change), tmp_path)
     assert str(error.value) == message
     assert not (tmp_path / "model.safetensors").exists()
+
+
+@pytest.mark.parametrize("field, value, reason", [
+    ("pos_conv_depth", 3, "transformers' Wav2Vec2 has a single positional convolution"),
+    ("layer_type", "conformer", "transformers' Wav2Vec2 is a plain Transformer (conformers are another model)"),
+    ("activation_fn", "relu", "transformers' Wav2Vec2 configs here use gelu"),
+])
+def test_export_refuses_architectures_our_configs_may_grow(field, value, reason, tmp_path):
+    """Our config validation rejects these today; the export must not rely on that."""
+    model = tiny_model("base", ctc=True)
+    setattr(model.w2v_encoder.w2v_model.cfg, field, value)
+    with pytest.raises(W2v2Error) as error:
+        export_hf(model, tmp_path)
+    assert str(error.value) == f"`model.{field}` is {value!r}, which transformers cannot express: {reason}."
 
 
 def test_export_refuses_a_blank_weight_and_a_missing_dictionary(tmp_path):
@@ -139,8 +153,8 @@ def test_import_refuses_configs_we_cannot_build(changes, message, tmp_path):
 def test_import_refuses_tensors_it_would_lose_and_heads_it_lacks(tmp_path):
     folder = copy_fixture("tiny_ctc", tmp_path)
     weights, metadata = read_safetensors(folder / "model.safetensors")
-    write_safetensors(folder / "model.safetensors",
-                      {**weights, "wav2vec2.encoder.layers.0.adapter_layer.linear_1.weight": torch.zeros(2, 2)}, metadata)
+    adapter = {"wav2vec2.encoder.layers.0.adapter_layer.linear_1.weight": torch.zeros(2, 2)}
+    write_safetensors(folder / "model.safetensors", {**weights, **adapter}, metadata)
     with pytest.raises(W2v2Error, match=r"1 tensors have no place in a fairseq wav2vec 2.0 model .*adapter_layer"):
         w2v2.load_model(folder)
     Wav2Vec2Model(Wav2Vec2Config.from_pretrained(folder)).save_pretrained(tmp_path / "bare")
@@ -152,7 +166,7 @@ def test_import_of_equal_widths_drops_only_an_identity_projection(tmp_path):
     export_hf(tiny_model("same_width"), tmp_path / "ok")
     assert "post_extract_proj.weight" not in w2v2.load_model(tmp_path / "ok").state_dict()
     weights, metadata = read_safetensors(tmp_path / "ok" / "model.safetensors")
-    weights["wav2vec2.feature_projection.projection.weight"] = weights["wav2vec2.feature_projection.projection.weight"] * 2
+    weights["wav2vec2.feature_projection.projection.weight"] *= 2
     write_safetensors(tmp_path / "ok" / "model.safetensors", weights, metadata)
     with pytest.raises(W2v2Error, match="maps the CNN's 32 channels to as many, but is not the identity"):
         w2v2.load_model(tmp_path / "ok")

@@ -22,7 +22,8 @@ Model = Union[Wav2Vec2Model, Wav2Vec2Ctc]
 
 
 def load_model(path: Union[str, os.PathLike], *, trusted: bool = False) -> Model:
-    """The model stored in a fairseq (or w2v2) checkpoint, in eval mode.
+    """The model stored in a fairseq (or w2v2) checkpoint, our `.safetensors` file or a transformers
+    folder, in eval mode.
 
     The returned model carries `fairseq_cfg` (the file's config groups) and, for CTC models,
     `dictionary` (the target letters, when the file stores them).

@@ -96,8 +96,10 @@ def export_hf(checkpoint: Union[PathLike, nn.Module], output_dir: PathLike, trus
         raise W2v2Error(f"{where}: a CTC model needs its letter dictionary ({vocab_size} symbols) for the "
                         f"tokenizer's vocab.json, but the checkpoint stores {found}.")
     config = hf_config(network, model.cfg if ctc else None, vocab_size)
+    config["dtype"] = str(next(iter(state.values())).dtype).removeprefix("torch.")  # as stored: fp16 stays fp16
+    masks = config["mask_time_prob"] > 0 or config["mask_feature_prob"] > 0  # else transformers has no mask_emb
     conversion = weights_to_hf(state, ctc, network.cfg.extractor_mode == "layer_norm", network.cfg.encoder_embed_dim,
-                               keep_mask_emb=config["mask_time_prob"] > 0 or config["mask_feature_prob"] > 0, where=where)
+                               keep_mask_emb=masks, where=where)
     normalize, sample_rate = _input_settings(model)
     output = Path(output_dir)
     try:

@@ -217,7 +217,7 @@ def hf_config(network: Any, ctc_cfg: Any = None, vocab_size: Optional[int] = Non
         "conv_dim": list(dims), "conv_kernel": list(kernels), "conv_stride": list(strides),
         "proj_codevector_dim": final_dim, "codevector_dim": cfg.latent_dim or final_dim,
         "mask_time_min_masks": 2, "mask_feature_min_masks": 0,  # fairseq's fixed minimum span counts
-        "feat_quantizer_dropout": cfg.dropout_features, "apply_spec_augment": True, "dtype": "float32",
+        "feat_quantizer_dropout": cfg.dropout_features, "apply_spec_augment": True,
     }
     config.update({theirs: getattr(cfg, ours) for ours, theirs, _ in NETWORK_FIELDS})
     config.update({theirs: getattr(cfg, ours) for _, ours, theirs, _ in TRAINING_FIELDS})

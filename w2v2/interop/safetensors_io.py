@@ -54,7 +54,8 @@ def save_safetensors_checkpoint(path: PathLike, model: torch.nn.Module) -> None:
     dictionary = state["task_state"].get("target_dictionary")
     symbols = None
     if dictionary is not None:
-        symbols = [[s, c] for s, c in zip(dictionary.symbols[dictionary.nspecial:], dictionary.count[dictionary.nspecial:])]
+        first = dictionary.nspecial
+        symbols = [[s, c] for s, c in zip(dictionary.symbols[first:], dictionary.count[first:])]
     try:
         header = json.dumps({"cfg": state["cfg"], "dictionary": symbols})
     except (TypeError, ValueError) as error:
