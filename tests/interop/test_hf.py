@@ -150,8 +150,9 @@ def test_pytorch_model_bin_folders_are_read_safely(tmp_path):
     again = load_checkpoint_file(folder)["model"]
     assert set(again) == set(state) and all(torch.equal(again[k], state[k]) for k in state)
     torch.save({"weights": weights, "hook": shutil.copytree}, folder / "pytorch_model.bin")  # a pickled function
-    with pytest.raises(w2v2.errors.W2v2Error, match="weights_only=True"):
+    with pytest.raises(w2v2.errors.W2v2Error, match="weights_only=True") as error:
         load_checkpoint_file(folder)
+    assert "shutil.copytree" in str(error.value) and "\n" not in str(error.value)  # one paragraph
 
 
 def test_our_safetensors_checkpoint_keeps_weights_config_and_dictionary(tmp_path):

@@ -155,7 +155,7 @@ def test_import_refuses_tensors_it_would_lose_and_heads_it_lacks(tmp_path):
     weights, metadata = read_safetensors(folder / "model.safetensors")
     adapter = {"wav2vec2.encoder.layers.0.adapter_layer.linear_1.weight": torch.zeros(2, 2)}
     write_safetensors(folder / "model.safetensors", {**weights, **adapter}, metadata)
-    with pytest.raises(W2v2Error, match=r"1 tensors have no place in a fairseq wav2vec 2.0 model .*adapter_layer"):
+    with pytest.raises(W2v2Error, match=r"tensors with no place in a fairseq wav2vec 2.0 model .*\(1 in all\): .*adapter_layer"):
         w2v2.load_model(folder)
     Wav2Vec2Model(Wav2Vec2Config.from_pretrained(folder)).save_pretrained(tmp_path / "bare")
     with pytest.raises(W2v2Error, match="neither a CTC head .* only Wav2Vec2ForCTC and Wav2Vec2ForPreTraining"):

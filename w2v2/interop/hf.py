@@ -141,8 +141,10 @@ def read_hf_weights(folder: Path) -> Dict[str, torch.Tensor]:
     try:
         weights = torch.load(binary, map_location="cpu", weights_only=True)
     except Exception as error:  # weights_only refuses anything but tensors, in several exception types
+        lines = str(error).splitlines() or [""]
+        reason = next((line.strip() for line in lines if "GLOBAL" in line), lines[0])
         raise W2v2Error(f"{binary} is not a plain state dict of tensors (read with weights_only=True, since "
-                        f"unpickling more could run code): {error}") from error
+                        f"unpickling more could run code): {reason}") from error
     if not isinstance(weights, dict) or not all(isinstance(v, torch.Tensor) for v in weights.values()):
         raise W2v2Error(f"{binary} must hold a dict of tensors (a state dict), but does not.")
     return weights

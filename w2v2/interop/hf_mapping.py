@@ -127,8 +127,8 @@ def rename(key: str, pairs: Sequence[Pair], to_hf: bool) -> Optional[str]:
 def _unmapped_error(where: str, keys: List[str], to_hf: bool) -> W2v2Error:
     shown = ", ".join(keys[:8]) + (" …" if len(keys) > 8 else "")
     place = "transformers' Wav2Vec2" if to_hf else "a fairseq wav2vec 2.0 model (adapters and other heads are not)"
-    return W2v2Error(f"{where}: {len(keys)} tensors have no place in {place}, so converting would lose them: "
-                     f"{shown}.")
+    return W2v2Error(f"{where} holds tensors with no place in {place}, so converting would lose them "
+                     f"({len(keys)} in all): {shown}.")
 
 
 def weights_to_hf(state: Mapping[str, torch.Tensor], ctc: bool, layer_norm_extractor: bool, embed_dim: int,
