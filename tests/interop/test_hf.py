@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import shutil
 from pathlib import Path
 
@@ -15,6 +16,7 @@ from w2v2.cli.main import main
 from w2v2.interop.checkpoints import save_checkpoint
 from w2v2.interop.hf import export_hf, import_hf
 from w2v2.interop.safe_load import load_checkpoint_file
+from w2v2.interop.safetensors_io import read_safetensors, write_safetensors
 from w2v2.inference.features import model_input
 from w2v2.inference.transcribe import load_audio
 from w2v2.models.ctc import Wav2Vec2Ctc
@@ -153,6 +155,21 @@ def test_pytorch_model_bin_folders_are_read_safely(tmp_path):
     with pytest.raises(w2v2.errors.W2v2Error, match="weights_only=True") as error:
         load_checkpoint_file(folder)
     assert "shutil.copytree" in str(error.value) and "\n" not in str(error.value)  # one paragraph
+
+
+def test_sharded_safetensors_folders_are_read_through_their_index(tmp_path):
+    folder = tmp_path / "sharded"
+    shutil.copytree(HF_FIXTURES / "tiny_pretrain", folder)
+    weights, metadata = read_safetensors(folder / "model.safetensors")
+    (folder / "model.safetensors").unlink()
+    names = sorted(weights)
+    weight_map = {}
+    for number, part in enumerate((names[::2], names[1::2]), start=1):
+        shard = f"model-0000{number}-of-00002.safetensors"
+        write_safetensors(folder / shard, {k: weights[k] for k in part}, metadata)
+        weight_map.update({k: shard for k in part})
+    (folder / "model.safetensors.index.json").write_text(json.dumps({"metadata": {}, "weight_map": weight_map}))
+    assert_same_state(w2v2.load_model(folder), w2v2.load_model(HF_FIXTURES / "tiny_pretrain"))
 
 
 def test_our_safetensors_checkpoint_keeps_weights_config_and_dictionary(tmp_path):
