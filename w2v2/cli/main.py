@@ -10,7 +10,7 @@ from typing import Optional, Sequence
 from w2v2.errors import W2v2Error
 
 # Each module defines `register(subparsers)`, which adds its parser and sets `func`.
-COMMANDS = ("w2v2.cli.prepare", "w2v2.cli.features", "w2v2.cli.evaluate", "w2v2.cli.transcribe", "w2v2.cli.plot", "w2v2.cli.demo")
+COMMANDS = ("w2v2.cli.prepare", "w2v2.cli.features", "w2v2.cli.evaluate", "w2v2.cli.transcribe", "w2v2.cli.plot", "w2v2.cli.demo", "w2v2.cli.hf")
 
 
 def build_parser() -> argparse.ArgumentParser:

@@ -22,15 +22,20 @@ Model = Union[Wav2Vec2Model, Wav2Vec2Ctc]
 
 
 def load_model(path: Union[str, os.PathLike], *, trusted: bool = False) -> Model:
-    """The model stored in a fairseq (or w2v2) checkpoint, in eval mode.
+    """The model stored in a fairseq (or w2v2) checkpoint, our `.safetensors` file or a transformers
+    folder, in eval mode.
 
     The returned model carries `fairseq_cfg` (the file's config groups) and, for CTC models,
     `dictionary` (the target letters, when the file stores them).
     """
-    state = load_checkpoint_file(path, trusted=trusted)
-    cfg = config_from_checkpoint(state, str(path))
-    model = build_model(cfg, str(path), state["model"], trusted=trusted)
-    load_state(model, state["model"], str(path))
+    return model_from_checkpoint(load_checkpoint_file(path, trusted=trusted), str(path), trusted=trusted)
+
+
+def model_from_checkpoint(state: Dict[str, Any], where: str, trusted: bool = False) -> Model:
+    """The model of a checkpoint dict already read (see `load_model`), in eval mode."""
+    cfg = config_from_checkpoint(state, where)
+    model = build_model(cfg, where, state["model"], trusted=trusted)
+    load_state(model, state["model"], where)
     model.fairseq_cfg = cfg
     if isinstance(model, Wav2Vec2Ctc):
         model.dictionary = (state.get("task_state") or {}).get("target_dictionary")

@@ -34,10 +34,26 @@ _trusted_pickle = types.SimpleNamespace(Unpickler=_StandInUnpickler, load=pickle
 
 
 def load_checkpoint_file(path: str | os.PathLike, trusted: bool = False) -> Dict[str, Any]:
-    """The checkpoint dict at `path`; anything beyond the allow-list needs `trusted=True`."""
+    """The checkpoint dict at `path`; anything beyond the allow-list needs `trusted=True`.
+
+    A transformers model folder and our `.safetensors` files give the same dict (fairseq's layout);
+    neither can hold code, so `trusted` does not matter for them.
+    """
     path = Path(path)
+    # Imported here: both need the optional safetensors package, and hf imports this module.
+    if path.is_dir():
+        from w2v2.interop.hf import hf_checkpoint_dict, is_hf_folder
+
+        if not is_hf_folder(path):
+            raise W2v2Error(f"checkpoint {path} is a folder without a config.json, so it is not a transformers "
+                            "model folder; pass a checkpoint file or such a folder.")
+        return hf_checkpoint_dict(path)
     if not path.is_file():
         raise W2v2Error(f"checkpoint {path} does not exist.")
+    if path.suffix == ".safetensors":
+        from w2v2.interop.safetensors_io import load_safetensors_checkpoint
+
+        return load_safetensors_checkpoint(path)
     try:
         with torch.serialization.safe_globals(ALLOWED):
             state = torch.load(path, map_location="cpu", weights_only=True)
