@@ -253,7 +253,7 @@ def resolve_subset(data: Path, subset: str) -> str:
 
 def model_dictionary(model: Wav2Vec2Ctc, data: Path) -> Dictionary:
     """The checkpoint's letters, else `{data}/dict.ltr.txt`; their number must match the model's outputs."""
-    dictionary = getattr(model, "dictionary", None)
+    dictionary = model.dictionary
     source = "the checkpoint"
     if dictionary is None:
         path = data / "dict.ltr.txt"

@@ -135,7 +135,7 @@ def word_timings(alignment: torch.Tensor, dictionary: Dictionary, frame_seconds:
 def transcribe(model: Wav2Vec2Ctc, path: Union[str, os.PathLike], window_seconds: float = 30.0,
                overlap_seconds: float = 4.0) -> Transcript:
     """Greedy transcript of one audio file, with the times of its words."""
-    if getattr(model, "dictionary", None) is None:
+    if model.dictionary is None:
         raise W2v2Error("the checkpoint stores no dictionary, so its outputs cannot be turned into letters; "
                         "use a checkpoint fine-tuned by fairseq or w2v2.")
     waveform = load_audio(path)
