@@ -2,40 +2,71 @@
 
 from __future__ import annotations
 
+import re
+
 import pytest
 import torch
 
 from w2v2.errors import W2v2Error
-from w2v2.train.checkpointing import CheckpointPolicy, restore_path, rng_state, set_rng_state
+from w2v2.train.checkpointing import BestMetric, CheckpointPolicy, restore_path, rng_state, set_rng_state
 from w2v2.train.config import CheckpointConfig
 
 
+def save(policy, best, epoch, updates, end_of_epoch, metric):
+    """The names one save writes, with the best metric observed first as the run does."""
+    return policy.names(epoch, updates, end_of_epoch, metric, best.observe(metric))
+
+
 def test_names_follow_fairseq(tmp_path):
-    policy = CheckpointPolicy(CheckpointConfig(save_interval_updates=10), tmp_path)
-    assert policy.decide(1, 10, False, None).names == ["checkpoint_1_10.pt", "checkpoint_last.pt"]
-    assert policy.decide(1, 15, True, 3.0).names == ["checkpoint1.pt", "checkpoint_best.pt", "checkpoint_last.pt"]
-    assert policy.decide(2, 20, False, 4.0).names == ["checkpoint_2_20.pt", "checkpoint_last.pt"]  # worse loss
-    assert policy.decide(2, 25, True, 2.5).new_best and policy.best == 2.5
-    quiet = CheckpointPolicy(CheckpointConfig(no_epoch_checkpoints=True, no_last_checkpoints=True,
-                                              checkpoint_suffix="-x"), tmp_path)
-    assert quiet.decide(3, 30, True, 1.0).names == ["checkpoint_best-x.pt"]
+    cfg = CheckpointConfig(save_interval_updates=10)
+    policy, best = CheckpointPolicy(cfg, tmp_path), BestMetric(cfg)
+    assert save(policy, best, 1, 10, False, None) == ["checkpoint_1_10.pt", "checkpoint_last.pt"]
+    assert save(policy, best, 1, 15, True, 3.0) == ["checkpoint1.pt", "checkpoint_best.pt", "checkpoint_last.pt"]
+    assert save(policy, best, 2, 20, False, 4.0) == ["checkpoint_2_20.pt", "checkpoint_last.pt"]  # worse loss
+    assert "checkpoint_best.pt" in save(policy, best, 2, 25, True, 3.0)  # a tie is a new best, as in fairseq
+    assert best.value == 3.0
+    quiet_cfg = CheckpointConfig(no_epoch_checkpoints=True, no_last_checkpoints=True, checkpoint_suffix="-x")
+    assert save(CheckpointPolicy(quiet_cfg, tmp_path), BestMetric(quiet_cfg), 3, 30, True, 1.0) == ["checkpoint_best-x.pt"]
 
 
-def test_maximized_metric(tmp_path):
-    policy = CheckpointPolicy(CheckpointConfig(maximize_best_checkpoint_metric=True), tmp_path)
-    policy.decide(1, 1, True, 0.5)
-    assert not policy.decide(1, 2, True, 0.4).new_best
-    assert policy.decide(1, 3, True, 0.7).new_best
+def test_maximized_metric_and_non_finite_values():
+    best = BestMetric(CheckpointConfig(maximize_best_checkpoint_metric=True))
+    assert best.observe(0.5) and not best.observe(0.4) and best.observe(0.7)
+    assert not best.observe(float("nan")) and not best.observe(float("inf")) and best.value == 0.7
+
+
+def test_patience_counts_validations_without_strict_improvement():
+    best = BestMetric(CheckpointConfig(patience=2))
+    for value in (5.0, 4.0, 4.0):  # the tie does not count as progress
+        best.observe(value)
+    assert not best.patience_exhausted
+    best.observe(float("nan"))
+    assert best.patience_exhausted
+    assert not BestMetric(CheckpointConfig()).patience_exhausted
 
 
 def test_write_copies_and_prunes(tmp_path):
-    policy = CheckpointPolicy(CheckpointConfig(save_interval_updates=5, keep_interval_updates=2), tmp_path)
+    cfg = CheckpointConfig(save_interval_updates=5, keep_interval_updates=2)
+    policy, best = CheckpointPolicy(cfg, tmp_path), BestMetric(cfg)
     for updates in (5, 10, 15, 20):
-        policy.write({"model": {"w": torch.tensor([updates])}}, policy.decide(1, updates, False, None))
+        policy.write({"model": {"w": torch.tensor([updates])}}, save(policy, best, 1, updates, False, None))
     names = sorted(p.name for p in tmp_path.iterdir())
     assert names == ["checkpoint_1_15.pt", "checkpoint_1_20.pt", "checkpoint_last.pt"]
     last = torch.load(tmp_path / "checkpoint_last.pt", weights_only=True)
     assert last["model"]["w"].item() == 20
+
+
+@pytest.mark.parametrize("maximize, kept", [(False, ["1.500", "2.000"]), (True, ["3.000", "2.500"])])
+def test_keep_best_checkpoints(tmp_path, maximize, kept):
+    cfg = CheckpointConfig(keep_best_checkpoints=2, best_checkpoint_metric="wer", no_last_checkpoints=True,
+                           maximize_best_checkpoint_metric=maximize, save_interval_updates=1, no_epoch_checkpoints=True)
+    policy, best = CheckpointPolicy(cfg, tmp_path), BestMetric(cfg)
+    for updates, wer in enumerate([2.0, 3.0, 1.5, 2.5], start=1):
+        policy.write({"model": {}}, save(policy, best, 1, updates, False, wer))
+    names = sorted(p.name for p in tmp_path.glob("checkpoint.best_*"))
+    # fairseq's name: the value with 3 decimals, one tie-breaking digit, then the suffix
+    assert len(names) == 2 and all(re.fullmatch(r"checkpoint\.best_wer_\d\.\d{3}[01]\.pt", n) for n in names)
+    assert sorted(n[len("checkpoint.best_wer_"):][:5] for n in names) == sorted(kept)
 
 
 def test_restore_path(tmp_path):

@@ -1,4 +1,4 @@
-"""Pretraining health warnings and the patience rule."""
+"""Pretraining health warnings."""
 
 from __future__ import annotations
 
@@ -49,8 +49,3 @@ def test_repeated_non_finite_updates_warn_then_stop(monitor, caplog):
         for update in range(NONFINITE_STOP):
             monitor.observe(bad, update)
 
-
-def test_patience_counts_validations_without_improvement(monitor):
-    for value in (5.0, 4.0, 4.5, 4.2):
-        monitor.observe_validation(value)
-    assert monitor.patience_exhausted

@@ -2,12 +2,12 @@
 
 from __future__ import annotations
 
+import math
 import random
 import re
 import shutil
-from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Dict, List, Optional
+from typing import Any, Dict, List, Optional, Tuple
 
 import numpy as np
 import torch
@@ -43,72 +43,117 @@ def _tuples(value: Any) -> Any:
     return tuple(_tuples(v) for v in value) if isinstance(value, (list, tuple)) else value
 
 
-@dataclass
-class SaveDecision:
-    """The file names one save writes (the first is written, the others are copies)."""
+def at_least_as_good(value: float, than: Optional[float], maximize: bool) -> bool:
+    """fairseq's test for a new best checkpoint (ties count); a non-finite value never is one."""
+    if not math.isfinite(value):
+        return False
+    return than is None or (value >= than if maximize else value <= than)
 
-    names: List[str]
-    new_best: bool
+
+class BestMetric:
+    """The best validation value of `checkpoint.best_checkpoint_metric`, kept in this one place, with
+    fairseq's rules: a tie makes a new `checkpoint_best.pt`, only a strict improvement resets the
+    patience count, and a non-finite value is never the best."""
+
+    def __init__(self, cfg: CheckpointConfig) -> None:
+        self.maximize, self.patience = cfg.maximize_best_checkpoint_metric, cfg.patience
+        self.value: Optional[float] = None  # what checkpoints store as extra_state["best"]
+        self.patience_best: Optional[float] = None
+        self.stale = 0  # validations since the last strict improvement
+
+    def observe(self, value: Optional[float]) -> bool:
+        """Record one validation value; True when it makes a new best checkpoint."""
+        if value is None:
+            return False
+        new_best = at_least_as_good(value, self.value, self.maximize)
+        if new_best:
+            self.value = value
+        strictly = math.isfinite(value) and (self.patience_best is None or (
+            value > self.patience_best if self.maximize else value < self.patience_best))
+        self.patience_best, self.stale = (value, 0) if strictly else (self.patience_best, self.stale + 1)
+        return new_best
+
+    @property
+    def patience_exhausted(self) -> bool:
+        """True after `patience` validations without a strict improvement."""
+        return self.patience > 0 and self.stale >= self.patience
 
 
 class CheckpointPolicy:
-    """fairseq's rules for checkpoint names, `checkpoint_best.pt` and what to delete."""
+    """fairseq's rules for checkpoint names, which files a save writes, and what it deletes."""
 
     def __init__(self, cfg: CheckpointConfig, save_dir: Path) -> None:
         self.cfg, self.save_dir = cfg, save_dir
-        self.best: Optional[float] = None
 
-    def is_better(self, value: float) -> bool:
-        if self.best is None:
-            return True
-        return value > self.best if self.cfg.maximize_best_checkpoint_metric else value < self.best
-
-    def decide(self, epoch: int, updates: int, end_of_epoch: bool, metric: Optional[float]) -> SaveDecision:
-        """Names for a save at (`epoch`, `updates`); `metric` is the validation value of the best metric."""
+    def names(self, epoch: int, updates: int, end_of_epoch: bool, metric: Optional[float], new_best: bool) -> List[str]:
+        """File names of a save at (`epoch`, `updates`); the first is written, the others are copies."""
         cfg, suffix = self.cfg, self.cfg.checkpoint_suffix
-        new_best = metric is not None and self.is_better(metric)
-        names = []
-        if end_of_epoch and not cfg.no_epoch_checkpoints and epoch % cfg.save_interval == 0:
-            names.append(f"checkpoint{epoch}{suffix}.pt")
-        if not end_of_epoch and cfg.save_interval_updates > 0 and updates % cfg.save_interval_updates == 0:
-            names.append(f"checkpoint_{epoch}_{updates}{suffix}.pt")
-        if new_best:
-            names.append(f"checkpoint_best{suffix}.pt")
-        if not cfg.no_last_checkpoints:
-            names.append(f"checkpoint_last{suffix}.pt")
-        if new_best:
-            self.best = metric
-        return SaveDecision(names, new_best)
+        conditions = {
+            f"checkpoint{epoch}{suffix}.pt": end_of_epoch and not cfg.no_epoch_checkpoints
+            and epoch % cfg.save_interval == 0,
+            f"checkpoint_{epoch}_{updates}{suffix}.pt": not end_of_epoch and cfg.save_interval_updates > 0
+            and updates % cfg.save_interval_updates == 0,
+            f"checkpoint_best{suffix}.pt": new_best,
+        }
+        if metric is not None and cfg.keep_best_checkpoints > 0:
+            conditions.update(self._kept_best_name(epoch, updates, metric))
+        conditions[f"checkpoint_last{suffix}.pt"] = not cfg.no_last_checkpoints
+        return [name for name, wanted in conditions.items() if wanted]
 
-    def write(self, state: Dict[str, Any], decision: SaveDecision) -> List[Path]:
+    def _kept_best_name(self, epoch: int, updates: int, metric: float) -> Dict[str, bool]:
+        """fairseq's `checkpoint.best_{metric}_{value:.3f}{digit}.pt`, wanted when `metric` beats the worst
+        kept one; the digit, drawn from a seed of (epoch, updates, metric), tells ties apart."""
+        kept = self._kept_best()
+        worst = None
+        if kept:
+            worst = kept[-1][0] if self.cfg.maximize_best_checkpoint_metric else kept[0][0]
+        seed = int(hash((epoch, updates, metric)) % 1e6)
+        digit = np.random.RandomState(seed).randint(0, self.cfg.keep_best_checkpoints)
+        name = f"checkpoint.best_{self.cfg.best_checkpoint_metric}_{metric:.3f}{digit}{self.cfg.checkpoint_suffix}.pt"
+        return {name: at_least_as_good(metric, worst, self.cfg.maximize_best_checkpoint_metric)}
+
+    def _kept_best(self) -> List[Tuple[float, Path]]:
+        """The kept-best files with their values, highest value first."""
+        pattern = (rf"checkpoint\.best_{re.escape(self.cfg.best_checkpoint_metric)}_(\d+\.?\d*)"
+                   rf"{re.escape(self.cfg.checkpoint_suffix)}\.pt")
+        return _numbered(self.save_dir, pattern)
+
+    def write(self, state: Dict[str, Any], names: List[str]) -> List[Path]:
         """Write the first name atomically, copy it to the others, then delete what is not kept."""
-        if not decision.names or self.cfg.no_save:
+        if not names:
             return []
-        first = self.save_dir / decision.names[0]
-        atomic_torch_save(state, first)
-        paths = [first]
-        for name in decision.names[1:]:
-            with open(first, "rb") as source, atomic_write(self.save_dir / name, "wb") as copy:
+        paths = [self.save_dir / name for name in names]
+        atomic_torch_save(state, paths[0])
+        for path in paths[1:]:
+            with open(paths[0], "rb") as source, atomic_write(path, "wb") as copy:
                 shutil.copyfileobj(source, copy)
-            paths.append(self.save_dir / name)
         self._prune()
         return paths
 
     def _prune(self) -> None:
-        """Keep the newest `keep_interval_updates` update checkpoints and `keep_last_epochs` epoch ones."""
-        suffix = re.escape(self.cfg.checkpoint_suffix)
-        rules = [(rf"checkpoint_\d+_(\d+){suffix}\.pt", self.cfg.keep_interval_updates),
-                 (rf"checkpoint(\d+){suffix}\.pt", self.cfg.keep_last_epochs)]
-        for pattern, keep in rules:
-            if keep < 0:
-                continue
-            found = sorted(((int(m.group(1)), p) for p in self.save_dir.iterdir()
-                            if (m := re.fullmatch(pattern, p.name))), reverse=True)
-            pattern_keep = self.cfg.keep_interval_updates_pattern
-            for number, path in found[keep:]:
-                if pattern_keep > 0 and "_" in path.name and number % pattern_keep == 0:
-                    continue
-                path.unlink()
+        """Keep the newest `keep_interval_updates` update checkpoints, the newest `keep_last_epochs`
+        epoch ones and the `keep_best_checkpoints` best ones."""
+        cfg, suffix = self.cfg, re.escape(self.cfg.checkpoint_suffix)
+        doomed: List[Path] = []
+        if cfg.keep_interval_updates > 0:
+            found = _numbered(self.save_dir, rf"checkpoint_\d+_(\d+){suffix}\.pt")
+            if cfg.keep_interval_updates_pattern > 0:
+                found = [(n, p) for n, p in found if n % cfg.keep_interval_updates_pattern != 0]
+            doomed += [p for _, p in found[cfg.keep_interval_updates:]]
+        if cfg.keep_last_epochs > 0:
+            doomed += [p for _, p in _numbered(self.save_dir, rf"checkpoint(\d+){suffix}\.pt")[cfg.keep_last_epochs:]]
+        if cfg.keep_best_checkpoints > 0:
+            best = self._kept_best()
+            best = best if cfg.maximize_best_checkpoint_metric else best[::-1]
+            doomed += [p for _, p in best[cfg.keep_best_checkpoints:]]
+        for path in doomed:
+            path.unlink(missing_ok=True)
+
+
+def _numbered(folder: Path, pattern: str) -> List[Tuple[float, Path]]:
+    """Files of `folder` whose names match `pattern`, by the number in its group, highest first."""
+    found = [(float(m.group(1)), p) for p in folder.iterdir() if (m := re.fullmatch(pattern, p.name))]
+    return sorted(found, key=lambda item: item[0], reverse=True)
 
 
 def restore_path(cfg: CheckpointConfig, save_dir: Path) -> Optional[Path]:

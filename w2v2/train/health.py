@@ -1,10 +1,10 @@
-"""Warnings for the failures wav2vec 2.0 training is known for, and the patience rule."""
+"""Warnings for the failures wav2vec 2.0 training is known for."""
 
 from __future__ import annotations
 
 import logging
 import math
-from typing import Optional
+from typing import Set
 
 from w2v2.train.config import PretrainingConfig, TrainConfig
 from w2v2.train.trainer import UpdateResult
@@ -21,16 +21,8 @@ class HealthMonitor:
     def __init__(self, cfg: TrainConfig) -> None:
         self.pretraining = isinstance(cfg, PretrainingConfig)
         self.num_vars = cfg.model.latent_vars * cfg.model.latent_groups if isinstance(cfg, PretrainingConfig) else 0
-        self.patience = cfg.checkpoint.patience
-        self.maximize = cfg.checkpoint.maximize_best_checkpoint_metric
         self.nonfinite_streak = 0
-        self.best: Optional[float] = None
-        self.stale_validations = 0
-        self.warned = set()
-
-    @property
-    def patience_exhausted(self) -> bool:
-        return self.patience > 0 and self.stale_validations >= self.patience
+        self.warned: Set[str] = set()
 
     def observe(self, result: UpdateResult, num_updates: int) -> None:
         """Check one update's summed logs."""
@@ -63,13 +55,3 @@ class HealthMonitor:
         if kind not in self.warned:
             self.warned.add(kind)
             logger.warning(message)
-
-    def observe_validation(self, metric: Optional[float]) -> None:
-        """Count validations without improvement, for `checkpoint.patience`."""
-        if metric is None:
-            return
-        better = self.best is None or (metric > self.best if self.maximize else metric < self.best)
-        self.best = metric if better else self.best
-        self.stale_validations = 0 if better else self.stale_validations + 1
-        if self.patience_exhausted:
-            logger.info("no improvement in %d validations: stopping (checkpoint.patience).", self.patience)

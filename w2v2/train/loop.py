@@ -14,9 +14,12 @@ import torch
 from tqdm import tqdm
 
 from w2v2 import devices
+from w2v2.errors import W2v2Error
 from w2v2.interop.checkpoints import checkpoint_dict, load_state
 from w2v2.interop.safe_load import load_checkpoint_file
-from w2v2.train.checkpointing import CheckpointPolicy, restore_path, rng_state, set_rng_state
+from w2v2.schema import ineffective_settings
+from w2v2.train.checkpointing import (BestMetric, CheckpointPolicy, at_least_as_good, restore_path, rng_state,
+                                      set_rng_state)
 from w2v2.train.config import TrainConfig
 from w2v2.train.health import HealthMonitor
 from w2v2.train.progress import RunLog, derive
@@ -30,11 +33,10 @@ logger = logging.getLogger(__name__)
 
 @dataclass
 class RunState:
-    """Where the run is: what a checkpoint's `extra_state` records."""
+    """Where the run is: what a checkpoint's `extra_state` records besides the best metric."""
 
     epoch: int = 1
     iterations_in_epoch: int = 0
-    best: Optional[float] = None
     previous_training_time: float = 0.0
     history: List[Dict[str, float]] = field(default_factory=list)  # end-of-epoch train and valid records
 
@@ -51,7 +53,11 @@ class RunSummary:
 
 
 class TrainingRun:
-    """One process's share of a run (rank 0 also logs and writes checkpoints)."""
+    """One process's share of a run (rank 0 also logs and writes checkpoints).
+
+    After every update `_validate_and_save` decides, with fairseq's rules, whether to validate and
+    whether to save; `BestMetric` alone tracks the best validation value and the patience count.
+    """
 
     def __init__(self, cfg: TrainConfig, run_dir: Path) -> None:
         self.cfg, self.run_dir = cfg, run_dir
@@ -60,19 +66,23 @@ class TrainingRun:
         thread_budget(self.info, self.device, cfg.dataset.num_workers)
         init_process_group(self.info, self.device, cfg.distributed_training.heartbeat_timeout)
         seed_everything(cfg.common.seed)
+        if self.info.is_master:
+            for setting in ineffective_settings(cfg.groups()):
+                logger.warning("%s has no effect in w2v2: it is accepted for fairseq compatibility only.", setting)
         self.task = setup_task(cfg)
         self.trainer: Trainer = build_trainer(cfg, self.task, self.device, self.info)
         self.save_dir = run_dir / cfg.checkpoint.save_dir
         if self.info.is_master:
             self.save_dir.mkdir(parents=True, exist_ok=True)
         self.policy = CheckpointPolicy(cfg.checkpoint, self.save_dir)
+        self.best = BestMetric(cfg.checkpoint)
         self.log = RunLog(run_dir, cfg.common.log_format, cfg.common.tensorboard_logdir, self.info.is_master)
         self.state = RunState()
-        self.last_validation: tuple = (-1, None)  # (update, metric) of the latest validation
         self.health = HealthMonitor(cfg)
         self.train_data: DataPipeline = build_pipeline(self.task, cfg.dataset.train_subset, True, self.device,
                                                        self.info, cfg.common.seed)
         self.valid_data = valid_pipelines(self.task, self.device, self.info, cfg.common.seed)
+        self.start = time.time()
         self._restore()
 
     # ---- resuming -------------------------------------------------------------------------------
@@ -88,43 +98,66 @@ class TrainingRun:
         extra = state.get("extra_state") or {}
         ours = extra.get("w2v2") or {}
         history = (state.get("optimizer_history") or [{}])[-1]
-        if not cfg.reset_optimizer and state.get("last_optimizer_state") and ours:
-            self.trainer.optimizer.load_state_dict(state["last_optimizer_state"])
-            self.trainer.scaler.load_state_dict(ours.get("grad_scaler") or self.trainer.scaler.state_dict())
         if not cfg.reset_optimizer:
+            if state.get("last_optimizer_state") and ours:
+                self._load_optimizer(state["last_optimizer_state"], ours.get("grad_scaler"))
             self.trainer.num_updates = int(history.get("num_updates", 0))
         if not cfg.reset_lr_scheduler:
             self.trainer.lr_scheduler.load_state_dict(history.get("lr_scheduler_state") or {})
         self.trainer.lr_scheduler.step_update(self.trainer.num_updates)
-        self.state.best = extra.get("best")
-        self.policy.best = self.state.best
+        self.best.value = extra.get("best")
         if not cfg.reset_dataloader:
             iterator = extra.get("train_iterator") or {}
             self.state.epoch = int(iterator.get("epoch", 1))
             self.state.iterations_in_epoch = int(iterator.get("iterations_in_epoch", 0))
+            if "rng" in ours:
+                set_rng_state(ours["rng"])
         self.state.previous_training_time = float(extra.get("previous_training_time", 0.0))
-        self.state.history = list(ours.get("history", []))
-        if "rng" in ours and not cfg.reset_dataloader:
-            set_rng_state(ours["rng"])
+        if not cfg.reset_meters:
+            self.state.history = list(ours.get("history", []))
         logger.info("resumed from %s at epoch %d, update %d", path, self.state.epoch, self.trainer.num_updates)
+
+    def _load_optimizer(self, optimizer_state: Dict[str, Any], scaler_state: Optional[Dict[str, Any]]) -> None:
+        """The saved optimizer and loss-scaler state, then `checkpoint.optimizer_overrides` on every group."""
+        trainer = self.trainer
+        trainer.optimizer.load_state_dict(optimizer_state)
+        trainer.scaler.load_state_dict(scaler_state or trainer.scaler.state_dict())
+        for group in trainer.optimizer.param_groups:
+            group.update(self.cfg.checkpoint.overrides())
 
     def _load_weights(self, state: Dict[str, Any]) -> None:
         load_state(self.trainer.model, state["model"], "checkpoint")
 
-    # ---- saving ---------------------------------------------------------------------------------
-    def _save(self, end_of_epoch: bool, metric: Optional[float]) -> None:
-        decision = self.policy.decide(self.state.epoch, self.trainer.num_updates, end_of_epoch, metric)
-        self.state.best = self.policy.best
-        if not self.info.is_master or not decision.names:
-            return
-        self.policy.write(self._checkpoint_state(end_of_epoch), decision)
+    # ---- validating and saving ------------------------------------------------------------------
+    def _validate_and_save(self, end_of_epoch: bool) -> tuple:
+        """fairseq's rules for when to validate and save after an update; returns (metric, stop)."""
+        cfg, updates, epoch = self.cfg, self.trainer.num_updates, self.state.epoch
+        stop = self._limit_reached()
+        every = cfg.checkpoint.save_interval_updates
+        do_save = (end_of_epoch and epoch % cfg.checkpoint.save_interval == 0) or stop or (
+            every > 0 and updates > 0 and updates % every == 0 and updates >= cfg.dataset.validate_after_updates)
+        every = cfg.dataset.validate_interval_updates
+        do_validate = ((not end_of_epoch and do_save) or (end_of_epoch and epoch % cfg.dataset.validate_interval == 0)
+                       or stop or (every > 0 and updates > 0 and updates % every == 0)) \
+            and bool(self.valid_data) and updates >= cfg.dataset.validate_after_updates
+        metric = self.validate() if do_validate else None
+        new_best = self.best.observe(metric)
+        if self.best.patience_exhausted:
+            logger.info("no improvement in %d validations: stopping (checkpoint.patience).", self.best.patience)
+            stop = True
+        if (do_save or stop) and not cfg.checkpoint.no_save:
+            names = self.policy.names(epoch, updates, end_of_epoch, metric, new_best)
+            if self.info.is_master and names:
+                paths = self.policy.write(self._checkpoint_state(end_of_epoch, metric), names)
+                logger.info("saved checkpoint %s (epoch %d @ %d updates, score %s)", paths[0], epoch, updates, metric)
+        return metric, stop
 
-    def _checkpoint_state(self, end_of_epoch: bool) -> Dict[str, Any]:
+    def _checkpoint_state(self, end_of_epoch: bool, metric: Optional[float]) -> Dict[str, Any]:
         trainer, cfg = self.trainer, self.cfg
         iterations = len(self.train_data.sampler.batches()) if end_of_epoch else self.state.iterations_in_epoch
         extra = {
             "train_iterator": {"epoch": self.state.epoch, "iterations_in_epoch": iterations, "shuffle": True},
-            "val_loss": self.state.best, "best": self.state.best, "metrics": {},
+            "val_loss": metric, "best": self.best.value, "metrics": {},
             "previous_training_time": self.state.previous_training_time + self.elapsed(),
             "w2v2": {"rng": rng_state(), "grad_scaler": trainer.scaler.state_dict(), "history": self.state.history},
         }
@@ -134,65 +167,101 @@ class TrainingRun:
                                optimizer_state=optimizer_state, extra_state=extra,
                                dictionary=self.task.dictionary)
 
+    def validate(self) -> Optional[float]:
+        """Validate on every valid subset; returns the first subset's `best_checkpoint_metric`."""
+        metric_name = self.cfg.checkpoint.best_checkpoint_metric
+        first: Optional[float] = None
+        seed = self.cfg.dataset.fixed_validation_seed or self.cfg.common.seed
+        with torch.random.fork_rng(devices=[]):
+            torch.manual_seed(seed)
+            for i, (name, data) in enumerate(self.valid_data.items()):
+                values = self._validate_subset(data)
+                if i == 0:
+                    first = values.get(metric_name)
+                    if first is not None:
+                        better = at_least_as_good(first, self.best.value, self.best.maximize)
+                        values[f"best_{metric_name}"] = first if better else self.best.value
+                record = {"epoch": self.state.epoch, **{f"valid_{k}": v for k, v in values.items()}}
+                self.log.record("valid" if i == 0 else f"valid_{name}", record, self.trainer.num_updates)
+                self.state.history.append(record)
+        return first
+
+    def _validate_subset(self, data: DataPipeline) -> Dict[str, float]:
+        start = time.time()
+        data.sampler.set_epoch(1)
+        logs = []
+        limit = self.cfg.dataset.max_valid_steps
+        for i, batch in enumerate(data.loader):
+            if limit and i >= limit:
+                break
+            logs.append(self.trainer.valid_step(batch))
+        sums = all_reduce_sums(sum_logs(logs), self.device)
+        values = derive(sums, time.time() - start, 0)
+        values["num_updates"] = self.trainer.num_updates
+        return values
+
     # ---- the loop -------------------------------------------------------------------------------
     def elapsed(self) -> float:
         return time.time() - self.start
 
     def run(self) -> RunSummary:
-        """Train until max_update / max_epoch / stop_time / patience; returns the summary."""
+        """Train until max_update / max_epoch / stop_time / stop_min_lr / patience; returns the summary."""
         self.start = time.time()
-        cfg = self.cfg.optimization
-        while not self._should_stop():
-            end_of_epoch = self._train_epoch()
-            if end_of_epoch:
-                metric = self._maybe_validate(end_of_epoch=True)
-                self._save_if_due(end_of_epoch=True, metric=metric)
-                self.state.epoch += 1
-                self.state.iterations_in_epoch = 0
-            if cfg.max_epoch and self.state.epoch > cfg.max_epoch:
+        max_epoch = self.cfg.optimization.max_epoch or math.inf
+        while self.state.epoch <= max_epoch and not self._limit_reached():
+            if self.trainer.lr() <= self.cfg.optimization.stop_min_lr:
+                logger.info("stopping: the lr %g reached optimization.stop_min_lr", self.trainer.lr())
                 break
+            metric, stop = self._train_epoch()
+            self.trainer.lr_scheduler.step(metric)  # fairseq's end-of-epoch lr step records the metric
+            if stop:
+                break
+            self.state.epoch += 1
+            self.state.iterations_in_epoch = 0
         self.log.close()
         wps = [r.get("train_wps", 0.0) for r in self.state.history if "train_wps" in r]
-        return RunSummary(self.trainer.num_updates, self.state.epoch, self.state.best, max(wps, default=0.0),
+        return RunSummary(self.trainer.num_updates, self.state.epoch, self.best.value, max(wps, default=0.0),
                           self.state.previous_training_time + self.elapsed())
 
-    def _should_stop(self) -> bool:
+    def _limit_reached(self) -> bool:
+        """max_update or stop_time_hours reached (fairseq checks these after every update)."""
         cfg = self.cfg.optimization
         if cfg.max_update and self.trainer.num_updates >= cfg.max_update:
             return True
-        if cfg.max_epoch and self.state.epoch > cfg.max_epoch:
-            return True
-        if cfg.stop_time_hours > 0 and self.elapsed() / 3600 > cfg.stop_time_hours:
-            return True
-        if self.cfg.optimization.stop_min_lr > 0 and self.trainer.lr() <= self.cfg.optimization.stop_min_lr:
-            return True
-        return self.health.patience_exhausted
+        hours = (self.state.previous_training_time + self.elapsed()) / 3600
+        return cfg.stop_time_hours > 0 and hours > cfg.stop_time_hours
 
     def _update_freq(self) -> int:
         freqs = self.cfg.optimization.update_freq
         return freqs[min(self.state.epoch, len(freqs)) - 1]
 
-
-    def _train_epoch(self) -> bool:
-        """Updates until the epoch ends (True) or a stop condition holds (False)."""
+    def _train_epoch(self) -> tuple:
+        """Updates until the epoch ends or a stop condition holds; returns (last metric, stop)."""
         data, trainer = self.train_data, self.trainer
         data.sampler.set_epoch(self.state.epoch, start=self.state.iterations_in_epoch)
         data.generator.manual_seed(self.cfg.common.seed + self.state.epoch)
-        steps = len(data.sampler)
-        freq = self._update_freq()
+        if not data.sampler.batches():
+            raise W2v2Error(f"the training split {self.cfg.dataset.train_subset!r} yields no batch: every utterance was "
+                            "left out (too long for `dataset.max_tokens`, or too short for `task.min_sample_size`), "
+                            "or its manifest lists none.")
+        steps, freq = len(data.sampler), self._update_freq()
+        if self.cfg.optimization.skip_remainder_batch:
+            steps -= steps % freq  # fairseq drops the last update when it would have fewer batches
         bar = tqdm(total=math.ceil(steps / freq), desc=f"epoch {self.state.epoch:03d}", unit="upd",
                    disable=not (self.info.is_master and _interactive(self.cfg)), leave=False)
         interval: List[Dict[str, float]] = []
         epoch_logs: List[Dict[str, float]] = []
-        epoch_start, interval_start, wait = time.time(), time.time(), 0.0
+        epoch_start, interval_start, wait, done = time.time(), time.time(), 0.0, 0
         stream = iter(data.loader)
-        while True:
+        metric, stop = None, False
+        while done < steps:
             fetch = time.time()
-            chunk = _next_chunk(stream, freq)
+            chunk = _next_chunk(stream, min(freq, steps - done))
             wait += time.time() - fetch
             if not chunk:
                 break
             result = trainer.train_step(chunk)
+            done += len(chunk)
             self.state.iterations_in_epoch += len(chunk)
             logs = {**result.stats, "gnorm_sum": result.grad_norm if result.stepped else 0.0,
                     "updates": 1.0 if result.stepped else 0.0}
@@ -203,28 +272,17 @@ class TrainingRun:
             if result.stepped and trainer.num_updates % self.cfg.common.log_interval == 0:
                 self._log_train("train_inner", interval, time.time() - interval_start, wait)
                 interval, interval_start, wait = [], time.time(), 0.0
-            if result.stepped and self._mid_epoch_checkpoint_due():
-                paused = time.time()
-                metric = self._maybe_validate(end_of_epoch=False)
-                self._save_if_due(end_of_epoch=False, metric=metric)
-                interval_start += time.time() - paused  # throughput counts training time only
-            if self._should_stop():
-                bar.close()
-                self._finish_epoch_logs(epoch_logs, time.time() - epoch_start)
-                metric = self._maybe_validate(end_of_epoch=False, force=True)
-                self._save_if_due(end_of_epoch=False, metric=metric, force=True)
-                return False
+            if not result.stepped and done < steps:
+                continue  # an overflow-skipped update: the count did not move, so nothing new is due
+            paused = time.time()
+            metric, stop = self._validate_and_save(end_of_epoch=done >= steps)
+            interval_start += time.time() - paused  # throughput counts training time only
+            epoch_start += time.time() - paused
+            if stop:
+                break
         bar.close()
         self._finish_epoch_logs(epoch_logs, time.time() - epoch_start)
-        return True
-
-    def _mid_epoch_checkpoint_due(self) -> bool:
-        updates, dcfg, ccfg = self.trainer.num_updates, self.cfg.dataset, self.cfg.checkpoint
-        if updates < dcfg.validate_after_updates:
-            return False
-        save = ccfg.save_interval_updates > 0 and updates % ccfg.save_interval_updates == 0
-        valid = dcfg.validate_interval_updates > 0 and updates % dcfg.validate_interval_updates == 0
-        return save or valid
+        return metric, stop
 
     def _log_train(self, tag: str, logs: List[Dict[str, float]], seconds: float, wait: float) -> Dict[str, float]:
         sums = sum_logs(logs)
@@ -246,61 +304,6 @@ class TrainingRun:
     def _finish_epoch_logs(self, logs: List[Dict[str, float]], seconds: float) -> None:
         if logs:
             self.state.history.append(self._log_train("train", logs, seconds, 0.0))
-
-    # ---- validation -----------------------------------------------------------------------------
-    def _maybe_validate(self, end_of_epoch: bool, force: bool = False) -> Optional[float]:
-        dcfg = self.cfg.dataset
-        if not self.valid_data or self.trainer.num_updates < dcfg.validate_after_updates:
-            return None
-        if self.last_validation[0] == self.trainer.num_updates:  # already done at this update
-            return self.last_validation[1]
-        due = force or not end_of_epoch or self.state.epoch % dcfg.validate_interval == 0
-        return self.validate() if due else None
-
-    def validate(self) -> Optional[float]:
-        """Validate on every valid subset; returns the first subset's `best_checkpoint_metric`."""
-        metric_name = self.cfg.checkpoint.best_checkpoint_metric
-        first: Optional[float] = None
-        seed = self.cfg.dataset.fixed_validation_seed or self.cfg.common.seed
-        with torch.random.fork_rng(devices=[]):
-            torch.manual_seed(seed)
-            for name, data in self.valid_data.items():
-                values = self._validate_subset(name, data)
-                if first is None:
-                    first = values.get(metric_name)
-                    if first is not None:
-                        best = first if self.policy.is_better(first) else self.policy.best
-                        values[f"best_{metric_name}"] = best
-                record = {"epoch": self.state.epoch, **{f"valid_{k}": v for k, v in values.items()}}
-                self.log.record("valid" if name == next(iter(self.valid_data)) else f"valid_{name}", record,
-                                self.trainer.num_updates)
-                self.state.history.append(record)
-        self.health.observe_validation(first)
-        self.last_validation = (self.trainer.num_updates, first)
-        return first
-
-    def _validate_subset(self, name: str, data: DataPipeline) -> Dict[str, float]:
-        start = time.time()
-        data.sampler.set_epoch(1)
-        logs = []
-        limit = self.cfg.dataset.max_valid_steps
-        for i, batch in enumerate(data.loader):
-            if limit and i >= limit:
-                break
-            logs.append(self.trainer.valid_step(batch))
-        sums = all_reduce_sums(sum_logs(logs), self.device)
-        values = derive(sums, time.time() - start, 0)
-        values["num_updates"] = self.trainer.num_updates
-        return values
-
-    def _save_if_due(self, end_of_epoch: bool, metric: Optional[float], force: bool = False) -> None:
-        ccfg = self.cfg.checkpoint
-        updates = self.trainer.num_updates
-        due = (end_of_epoch and self.state.epoch % ccfg.save_interval == 0) or force or (
-            ccfg.save_interval_updates > 0 and updates % ccfg.save_interval_updates == 0
-            and updates >= self.cfg.dataset.validate_after_updates)
-        if due and not ccfg.no_save:
-            self._save(end_of_epoch, metric)
 
 
 def _next_chunk(stream: Iterator[Any], size: int) -> List[Any]:
