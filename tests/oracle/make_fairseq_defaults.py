@@ -4,7 +4,7 @@ checkpoint's `cfg` as a dataclass, to w2v2/interop/fairseq_defaults.json.
 
     /tmp/fairseq-oracle/python tests/oracle/make_fairseq_defaults.py w2v2/interop/fairseq_defaults.json
 
-Interpolations (`${common.fp16}`) are kept as strings; required fields (`???`) are left out.
+Interpolations (`${common.fp16}`) and required fields (`???`) are kept as fairseq writes them.
 """
 
 from __future__ import annotations
@@ -34,15 +34,8 @@ NAMED = {
 
 
 def plain(instance) -> dict:
-    """The dataclass instance as nested plain values, interpolations unresolved, `???` fields dropped."""
-    tree = OmegaConf.to_container(OmegaConf.structured(instance), resolve=False, enum_to_str=True)
-    return drop_missing(tree)
-
-
-def drop_missing(tree):
-    if isinstance(tree, dict):
-        return {k: drop_missing(v) for k, v in tree.items() if v != "???"}
-    return tree
+    """The dataclass instance as nested plain values, interpolations unresolved."""
+    return OmegaConf.to_container(OmegaConf.structured(instance), resolve=False, enum_to_str=True)
 
 
 def main(out: Path) -> None:
@@ -58,7 +51,7 @@ def main(out: Path) -> None:
         "note": (f"fairseq {fairseq.__version__} ({commit}) defaults of the config groups it stores in a "
                  "checkpoint's cfg as dataclasses, made by tests/oracle/make_fairseq_defaults.py on a machine "
                  "without GPUs (distributed_world_size etc. default to the visible GPU count, here 1). "
-                 "'${a.b}' strings are fairseq's interpolations; required ('???') fields are left out."),
+                 "'${a.b}' strings are fairseq's interpolations, '???' marks a field fairseq requires."),
         "groups": groups,
         "untyped_groups": untyped,
         "named_groups": named,

@@ -17,6 +17,7 @@ from typing import Any, Dict, List, Mapping, Optional, Tuple
 DEFAULTS_FILE = Path(__file__).with_name("fairseq_defaults.json")
 Link = Tuple[Tuple[str, ...], str]  # (path of a filled field, the path its `${...}` default points to)
 ABSENT = object()  # marks a key that `cfg` does not have (a None there is a value of its own)
+REQUIRED = "???"  # fairseq's mark of a field with no default; written as "" when we have no value
 
 
 @lru_cache(maxsize=1)
@@ -62,6 +63,10 @@ def _merge(default: Any, ours: Any, path: Tuple[str, ...], links: List[Link]) ->
         merged = {key: _merge(value, ours.get(key, ABSENT), path + (key,), links) for key, value in default.items()}
         merged.update({key: value for key, value in ours.items() if key not in default})
         return merged
+    if default == REQUIRED and (ours is None or ours is ABSENT):
+        # fairseq's str fields without a default (`task.data`, `model.w2v_path`) take no None, and its
+        # loader sets `w2v_args.task.data` and applies a `data` override only where the key exists
+        return ""
     if ours is not ABSENT:
         return ours
     target = _link(default)
@@ -79,16 +84,20 @@ def _link(value: Any) -> Optional[str]:
 
 
 def _lookup(cfg: Mapping[str, Any], dotted: str) -> Any:
-    """A copy of the value at `dotted` in `cfg` (None if it is not there, as for `task.data` left out)."""
+    """A copy of the value at `dotted` in `cfg`, or ABSENT (e.g. `task.data` of a bare model's file)."""
     node: Any = cfg
     for key in dotted.split("."):
         if not isinstance(node, Mapping) or key not in node:
-            return None
+            return ABSENT
         node = node[key]
     return copy.deepcopy(node)
 
 
 def _set(cfg: Dict[str, Any], path: Tuple[str, ...], value: Any) -> None:
+    """Set the field at `path`; ABSENT removes it (a link to an unset field stays unset, as in fairseq)."""
     for key in path[:-1]:
         cfg = cfg[key]
-    cfg[path[-1]] = value
+    if value is ABSENT:
+        del cfg[path[-1]]
+    else:
+        cfg[path[-1]] = value

@@ -16,7 +16,7 @@ from tqdm import tqdm
 from w2v2 import devices
 from w2v2.interop.checkpoints import checkpoint_dict, load_state
 from w2v2.interop.safe_load import load_checkpoint_file
-from w2v2.train.checkpointing import CheckpointPolicy, restore_path, rng_state, set_rng_state
+from w2v2.train.checkpointing import CheckpointPolicy, load_optimizer_state, restore_path, rng_state, set_rng_state
 from w2v2.train.config import TrainConfig
 from w2v2.train.health import HealthMonitor
 from w2v2.train.progress import RunLog, derive
@@ -88,8 +88,9 @@ class TrainingRun:
         extra = state.get("extra_state") or {}
         ours = extra.get("w2v2") or {}
         history = (state.get("optimizer_history") or [{}])[-1]
-        if not cfg.reset_optimizer and state.get("last_optimizer_state") and ours:
-            self.trainer.optimizer.load_state_dict(state["last_optimizer_state"])
+        if not cfg.reset_optimizer and state.get("last_optimizer_state"):
+            # fairseq's own files hold its Adam state as well (without our grad-scaler entry)
+            load_optimizer_state(self.trainer.optimizer, state["last_optimizer_state"], str(path))
             self.trainer.scaler.load_state_dict(ours.get("grad_scaler") or self.trainer.scaler.state_dict())
         if not cfg.reset_optimizer:
             self.trainer.num_updates = int(history.get("num_updates", 0))
