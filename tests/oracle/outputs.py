@@ -1,9 +1,10 @@
-"""Our model's outputs on the input that ../shared/oracle/fairseq_outputs.py feeds fairseq's model."""
+"""Our model's outputs on the input that ../shared/oracle/fairseq_outputs.py feeds fairseq's model
+(used by the frozen oracle tests and by compare_outputs.py; needs no fairseq)."""
 
 from __future__ import annotations
 
 import os
-from typing import Dict, Union
+from typing import Union
 
 import torch
 
@@ -11,19 +12,19 @@ import w2v2
 from w2v2.models.ctc import Wav2Vec2Ctc
 
 
-def our_outputs(checkpoint: Union[str, os.PathLike], reference: Dict[str, torch.Tensor]) -> torch.Tensor:
-    """What fairseq_outputs.py computes with fairseq, computed by our loader and model."""
+def our_outputs(checkpoint: Union[str, os.PathLike], source: torch.Tensor, padding_mask: torch.Tensor) -> torch.Tensor:
+    """What fairseq_outputs.py computes with fairseq: CTC log-probs (T, B, V) or features_only `x` (B, T, C)."""
     model = w2v2.load_model(checkpoint)
     with torch.no_grad():
         if isinstance(model, Wav2Vec2Ctc):
-            net = model(reference["source"], padding_mask=reference["padding_mask"])
+            net = model(source, padding_mask=padding_mask)
             return model.get_normalized_probs(net, log_probs=True).float()
-        return model(reference["source"], padding_mask=None, mask=False, features_only=True)["x"]
+        return model(source, padding_mask=None, mask=False, features_only=True)["x"]
 
 
-def relative_error(ours: torch.Tensor, reference: Dict[str, torch.Tensor]) -> float:
-    """max|ours - fairseq| / max|fairseq| over finite entries; inf if shapes or -inf entries differ."""
-    expected = reference["lprobs" if reference["kind"] == "ctc" else "x"]
+def relative_error(ours: torch.Tensor, expected: torch.Tensor) -> float:
+    """max|ours - fairseq| / max|fairseq| over the finite entries; inf if the shapes or the -inf entries
+    (padded frames forced to blank) differ."""
     finite = torch.isfinite(expected)
     if ours.shape != expected.shape or not torch.equal(finite, torch.isfinite(ours)):
         return float("inf")
