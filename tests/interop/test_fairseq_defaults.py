@@ -25,9 +25,11 @@ def test_table_has_the_fields_fairseq_writes(fairseq_dir, name):
 
 def test_own_values_win_and_missing_ones_take_fairseqs_defaults():
     cfg = complete_cfg({"common": {"fp16": True, "seed": 7},
-                        "task": {"_name": "audio_finetuning", "data": "/d", "labels": "ltr", "eval_wer_config": None},
+                        "task": {"_name": "audio_finetuning", "data": "/d", "labels": "ltr",
+                                 "eval_wer_config": None},
                         "optimization": {"lr": [0.1]}, "dataset": {"max_tokens": 1000}, "generation": None,
-                        "model": {"_name": "wav2vec_ctc", "w2v_path": None, "w2v_args": {"model": {"_name": "wav2vec2"}}}})
+                        "model": {"_name": "wav2vec_ctc", "w2v_path": None,
+                                  "w2v_args": {"model": {"_name": "wav2vec2"}}}})
     assert cfg["common"]["fp16"] is True and cfg["common"]["seed"] == 7 and cfg["common"]["log_interval"] == 100
     assert cfg["generation"]["print_alignment"] is None and cfg["generation"]["beam"] == 5
     assert cfg["task"]["eval_wer_config"]["print_alignment"] is None and cfg["task"]["labels"] == "ltr"

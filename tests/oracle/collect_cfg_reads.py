@@ -8,6 +8,7 @@ from __future__ import annotations
 import json
 import sys
 from pathlib import Path
+from typing import Any
 
 from w2v2.fileio import write_text_atomically
 from w2v2.interop.safe_load import load_checkpoint_file
@@ -15,14 +16,17 @@ from w2v2.interop.safe_load import load_checkpoint_file
 RUNS = Path("tests/fixtures/fairseq/training_run")
 # scenario -> (what it does, the fairseq-written file whose cfg it reads)
 SCENARIOS = {
-    "load_pretrain": ("checkpoint_utils.load_model_ensemble_and_task on a pretraining checkpoint", "pretrain_run_last.pt"),
+    "load_pretrain": ("checkpoint_utils.load_model_ensemble_and_task on a pretraining checkpoint",
+                      "pretrain_run_last.pt"),
     "load_ctc": ("checkpoint_utils.load_model_ensemble_and_task on a fine-tuned checkpoint", "ctc_run_last.pt"),
     "infer": ("examples/speech_recognition/new/infer.py on a fine-tuned checkpoint", "ctc_run_last.pt"),
-    "w2v_path": ("fairseq-hydra-train fine-tuning with a pretraining checkpoint as model.w2v_path", "pretrain_run_last.pt"),
+    "w2v_path": ("fairseq-hydra-train fine-tuning with a pretraining checkpoint as model.w2v_path",
+                 "pretrain_run_last.pt"),
 }
 
 
-def value_at(cfg: dict, path: str):
+def value_at(cfg: dict, path: str) -> Any:
+    """The value at a dotted path of `cfg`."""
     node = cfg
     for key in path.split("."):
         node = node[key]
@@ -30,6 +34,7 @@ def value_at(cfg: dict, path: str):
 
 
 def main(work: Path, out: Path) -> None:
+    """Read WORK/trace_<scenario>.jsonl and write the scenarios' read paths to `out`."""
     scenarios = {}
     for name, (what, checkpoint) in SCENARIOS.items():
         cfg = load_checkpoint_file(RUNS / checkpoint)["cfg"]

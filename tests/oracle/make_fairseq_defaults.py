@@ -33,12 +33,13 @@ NAMED = {
 }
 
 
-def plain(instance) -> dict:
+def plain(instance: object) -> dict:
     """The dataclass instance as nested plain values, interpolations unresolved."""
     return OmegaConf.to_container(OmegaConf.structured(instance), resolve=False, enum_to_str=True)
 
 
 def main(out: Path) -> None:
+    """Write the defaults table to `out`."""
     top = plain(FairseqConfig())
     groups = {k: v for k, v in top.items() if isinstance(v, dict)}
     untyped = sorted(k for k, v in top.items() if v is None and k != "_name")

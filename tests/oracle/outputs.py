@@ -12,7 +12,8 @@ import w2v2
 from w2v2.models.ctc import Wav2Vec2Ctc
 
 
-def our_outputs(checkpoint: Union[str, os.PathLike], source: torch.Tensor, padding_mask: torch.Tensor) -> torch.Tensor:
+def our_outputs(checkpoint: Union[str, os.PathLike], source: torch.Tensor,
+                padding_mask: torch.Tensor) -> torch.Tensor:
     """What fairseq_outputs.py computes with fairseq: CTC log-probs (T, B, V) or features_only `x` (B, T, C)."""
     model = w2v2.load_model(checkpoint)
     with torch.no_grad():

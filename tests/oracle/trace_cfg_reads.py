@@ -14,6 +14,7 @@ import json
 import os
 import runpy
 import sys
+from typing import Optional
 
 from omegaconf import DictConfig
 
@@ -22,7 +23,7 @@ READS: dict = {}  # path -> found (True if any read found a value there)
 FAIRSEQ_CODE = os.sep + "fairseq" + os.sep, os.sep + "examples" + os.sep
 
 
-def record(node: DictConfig, key, found: bool) -> None:
+def record(node: DictConfig, key: object, found: bool) -> None:
     """Note a read of `key` under `node` if it comes from fairseq's code and lands in a checkpoint cfg."""
     caller = sys._getframe(2).f_code.co_filename
     if not any(part in caller for part in FAIRSEQ_CODE) or not isinstance(key, str):
@@ -33,7 +34,7 @@ def record(node: DictConfig, key, found: bool) -> None:
         READS[path] = READS.get(path, False) or found
 
 
-def path_of(node):
+def path_of(node: DictConfig) -> Optional[str]:
     """The path of `node` inside a checkpoint's cfg, or None if it is not part of one."""
     keys = []
     while id(node) not in CHECKPOINT_ROOTS:
@@ -45,7 +46,8 @@ def path_of(node):
     return ".".join(p for p in (CHECKPOINT_ROOTS[id(node)], *reversed(keys)) if p)
 
 
-def wrap(name: str):
+def wrap(name: str) -> None:
+    """Record the reads that DictConfig's method `name` makes."""
     original = getattr(DictConfig, name)
 
     def traced(self, key, *args):
@@ -91,6 +93,7 @@ def install() -> None:
 
 
 def main() -> None:
+    """Trace the script named on the command line."""
     out, script, args = sys.argv[1], sys.argv[2], sys.argv[3:]
     install()
     sys.argv = [script, *args]

@@ -19,7 +19,8 @@ from w2v2.cli.hydra_train import main
 _precision = devices.precision
 
 
-def precision_allowing_cpu_fp16(device: torch.device, fp16: bool = False, bf16: bool = False) -> devices.Precision:
+def precision_allowing_cpu_fp16(device: torch.device, fp16: bool = False,
+                                bf16: bool = False) -> devices.Precision:
     """devices.precision, except that fp16 on the CPU gives float16 autocast with loss scaling."""
     if fp16 and device.type == "cpu":
         return devices.Precision(torch.float16, loss_scaling=True)

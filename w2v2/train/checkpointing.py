@@ -122,8 +122,9 @@ def load_optimizer_state(optimizer: torch.optim.Optimizer, saved: Dict[str, Any]
     for index, moments in saved.get("state", {}).items():
         shape = moments.get("exp_avg", params[index]).shape
         if shape != params[index].shape:
-            raise W2v2Error(f"{where}: `last_optimizer_state` parameter {index} has shape {tuple(shape)}, but the "
-                            f"model's has {tuple(params[index].shape)}; restore with `checkpoint.reset_optimizer=true`.")
+            raise W2v2Error(f"{where}: `last_optimizer_state` parameter {index} has shape {tuple(shape)}, but "
+                            f"the model's has {tuple(params[index].shape)}; restore with "
+                            "`checkpoint.reset_optimizer=true`.")
     optimizer.load_state_dict(saved)
 
 
