@@ -8,7 +8,8 @@ import pytest
 import torch
 
 from w2v2.errors import W2v2Error
-from w2v2.train.checkpointing import BestMetric, CheckpointPolicy, restore_path, rng_state, set_rng_state
+from w2v2.train.checkpointing import (BestMetric, CheckpointPolicy, load_optimizer_state, restore_path, rng_state,
+                                      set_rng_state)
 from w2v2.train.config import CheckpointConfig
 
 
@@ -84,3 +85,14 @@ def test_rng_state_round_trip(tmp_path):
     set_rng_state(torch.load(tmp_path / "rng.pt", weights_only=True))
     again = (torch.rand(3), __import__("numpy").random.rand(), __import__("random").random())
     assert torch.equal(expected[0], again[0]) and expected[1:] == again[1:]
+
+
+def test_optimizer_state_of_another_model_is_refused(fairseq_dir):
+    saved = torch.load(fairseq_dir / "training_run" / "pretrain_run_last.pt", weights_only=True)["last_optimizer_state"]
+    n = len(saved["param_groups"][0]["params"])
+    same_count = torch.optim.AdamW([torch.nn.Parameter(torch.zeros(2)) for _ in range(n)])
+    with pytest.raises(W2v2Error, match="parameter 0 has shape"):
+        load_optimizer_state(same_count, saved, "run.pt")
+    fewer = torch.optim.AdamW([torch.nn.Parameter(torch.zeros(2))])
+    with pytest.raises(W2v2Error, match=f"groups of \\[{n}\\] parameters, but the model trains 1"):
+        load_optimizer_state(fewer, saved, "run.pt")

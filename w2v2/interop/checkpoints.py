@@ -13,6 +13,7 @@ from w2v2.data.dictionary import Dictionary
 from w2v2.errors import W2v2Error
 from w2v2.fileio import atomic_write
 from w2v2.interop.fairseq_config import config_from_checkpoint, pretraining_config_of
+from w2v2.interop.fairseq_defaults import complete_cfg
 from w2v2.interop.safe_load import as_fairseq_dictionary, load_checkpoint_file, pickled_as_fairseq_dictionary
 from w2v2.models.config import Wav2Vec2Config, Wav2Vec2CtcConfig
 from w2v2.models.ctc import Wav2Vec2Ctc
@@ -113,7 +114,8 @@ def checkpoint_dict(
     optimizer_state: Optional[Dict[str, Any]] = None,
     extra_state: Optional[Dict[str, Any]] = None,
 ) -> Dict[str, Any]:
-    """fairseq's checkpoint dict for `model` and the config groups `cfg` (default: the model's own)."""
+    """fairseq's checkpoint dict for `model` and the config groups `cfg` (default: the model's own),
+    every group fairseq stores completed with fairseq's defaults so that fairseq's loader reads it."""
     groups = dict(cfg if cfg is not None else model.fairseq_cfg)
     groups["model"] = model_config(model)
     groups.setdefault("task", {"_name": "audio_finetuning" if isinstance(model, Wav2Vec2Ctc) else "audio_pretraining"})
@@ -126,7 +128,7 @@ def checkpoint_dict(
         task_state["target_dictionary"] = as_fairseq_dictionary(dictionary)
     return {
         "args": None,
-        "cfg": groups,
+        "cfg": complete_cfg(groups),
         "model": model.state_dict(),
         "criterion": None,
         "optimizer_history": [{

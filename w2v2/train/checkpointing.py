@@ -156,6 +156,23 @@ def _numbered(folder: Path, pattern: str) -> List[Tuple[float, Path]]:
     return sorted(found, key=lambda item: item[0], reverse=True)
 
 
+def load_optimizer_state(optimizer: torch.optim.Optimizer, saved: Dict[str, Any], where: str) -> None:
+    """Load a checkpoint's Adam state (ours or fairseq's: the same layout, parameters in model order),
+    after checking that every moment has its parameter's shape; torch itself does not check that."""
+    params = [p for group in optimizer.param_groups for p in group["params"]]
+    sizes = [len(group["params"]) for group in saved.get("param_groups", [])]
+    if sizes != [len(group["params"]) for group in optimizer.param_groups]:
+        raise W2v2Error(f"{where}: `last_optimizer_state` has parameter groups of {sizes} parameters, but the "
+                        f"model trains {len(params)}; restore with `checkpoint.reset_optimizer=true`.")
+    for index, moments in saved.get("state", {}).items():
+        shape = moments.get("exp_avg", params[index]).shape
+        if shape != params[index].shape:
+            raise W2v2Error(f"{where}: `last_optimizer_state` parameter {index} has shape {tuple(shape)}, but "
+                            f"the model's has {tuple(params[index].shape)}; restore with "
+                            "`checkpoint.reset_optimizer=true`.")
+    optimizer.load_state_dict(saved)
+
+
 def restore_path(cfg: CheckpointConfig, save_dir: Path) -> Optional[Path]:
     """The file to resume from, or None to start afresh (a missing default `checkpoint_last.pt`)."""
     name = cfg.restore_file

@@ -18,8 +18,8 @@ from w2v2.errors import W2v2Error
 from w2v2.interop.checkpoints import checkpoint_dict, load_state
 from w2v2.interop.safe_load import load_checkpoint_file
 from w2v2.schema import ineffective_settings
-from w2v2.train.checkpointing import (BestMetric, CheckpointPolicy, at_least_as_good, restore_path, rng_state,
-                                      set_rng_state)
+from w2v2.train.checkpointing import (BestMetric, CheckpointPolicy, at_least_as_good, load_optimizer_state,
+                                      restore_path, rng_state, set_rng_state)
 from w2v2.train.config import TrainConfig
 from w2v2.train.health import HealthMonitor
 from w2v2.train.progress import RunLog, derive
@@ -99,8 +99,8 @@ class TrainingRun:
         ours = extra.get("w2v2") or {}
         history = (state.get("optimizer_history") or [{}])[-1]
         if not cfg.reset_optimizer:
-            if state.get("last_optimizer_state") and ours:
-                self._load_optimizer(state["last_optimizer_state"], ours.get("grad_scaler"))
+            if state.get("last_optimizer_state"):  # fairseq's own files hold its Adam state too (no scaler entry)
+                self._load_optimizer(state["last_optimizer_state"], ours.get("grad_scaler"), str(path))
             self.trainer.num_updates = int(history.get("num_updates", 0))
         if not cfg.reset_lr_scheduler:
             self.trainer.lr_scheduler.load_state_dict(history.get("lr_scheduler_state") or {})
@@ -117,10 +117,11 @@ class TrainingRun:
             self.state.history = list(ours.get("history", []))
         logger.info("resumed from %s at epoch %d, update %d", path, self.state.epoch, self.trainer.num_updates)
 
-    def _load_optimizer(self, optimizer_state: Dict[str, Any], scaler_state: Optional[Dict[str, Any]]) -> None:
+    def _load_optimizer(self, optimizer_state: Dict[str, Any], scaler_state: Optional[Dict[str, Any]],
+                        where: str) -> None:
         """The saved optimizer and loss-scaler state, then `checkpoint.optimizer_overrides` on every group."""
         trainer = self.trainer
-        trainer.optimizer.load_state_dict(optimizer_state)
+        load_optimizer_state(trainer.optimizer, optimizer_state, where)
         trainer.scaler.load_state_dict(scaler_state or trainer.scaler.state_dict())
         for group in trainer.optimizer.param_groups:
             group.update(self.cfg.checkpoint.overrides())
