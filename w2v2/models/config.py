@@ -151,17 +151,12 @@ class Wav2Vec2Config(MaskConfig):
         return parse_conv_layers(self.conv_feature_layers)
 
 
-# Fine-tuning fields that replace the pretrained model's own values (fairseq's arg_overrides).
-FINETUNE_OVERRIDES = {
-    "dropout": "dropout", "activation_dropout": "activation_dropout", "dropout_input": "dropout_input",
-    "attention_dropout": "attention_dropout", "mask_length": "mask_length", "mask_prob": "mask_prob",
-    "require_same_masks": "require_same_masks", "mask_dropout": "mask_dropout",
-    "mask_selection": "mask_selection", "mask_other": "mask_other", "no_mask_overlap": "no_mask_overlap",
-    "mask_channel_length": "mask_channel_length", "mask_channel_prob": "mask_channel_prob",
-    "mask_channel_before": "mask_channel_before", "mask_channel_selection": "mask_channel_selection",
-    "mask_channel_other": "mask_channel_other", "no_mask_channel_overlap": "no_mask_channel_overlap",
-    "encoder_layerdrop": "layerdrop", "feature_grad_mult": "feature_grad_mult",
-}
+# Fine-tuning fields that replace the pretrained model's own values (fairseq's arg_overrides), by the
+# pretrained model's name; only the layer drop rate has another name in the fine-tuning group.
+FINETUNE_OVERRIDES = ("dropout", "activation_dropout", "dropout_input", "attention_dropout", "mask_length", "mask_prob",
+                      "require_same_masks", "mask_dropout", "mask_selection", "mask_other", "no_mask_overlap",
+                      "mask_channel_length", "mask_channel_prob", "mask_channel_before", "mask_channel_selection",
+                      "mask_channel_other", "no_mask_channel_overlap", "encoder_layerdrop", "feature_grad_mult")
 
 
 @dataclass
@@ -206,7 +201,7 @@ class Wav2Vec2CtcConfig(MaskConfig):
 
     def override(self, pretrained: Wav2Vec2Config) -> Wav2Vec2Config:
         """The pretrained config with this config's fine-tuning values put in."""
-        values = {ours: getattr(self, theirs) for ours, theirs in FINETUNE_OVERRIDES.items()}
+        values = {name: getattr(self, "layerdrop" if name == "encoder_layerdrop" else name) for name in FINETUNE_OVERRIDES}
         return dataclasses.replace(pretrained, **values)
 
 
