@@ -19,6 +19,7 @@ class FakeNpu:
         self.conv = SimpleNamespace(allow_hf32=None)
         self.selected = None
         self.synced = 0
+        self.emptied = 0
 
     def is_available(self) -> bool:
         return True
@@ -37,6 +38,9 @@ class FakeNpu:
 
     def reset_peak_memory_stats(self, device) -> None:
         pass
+
+    def empty_cache(self) -> None:
+        self.emptied += 1
 
 
 @pytest.fixture
@@ -72,6 +76,9 @@ def test_hf32_switches_and_memory_on_npu(npu):
     devices.synchronize(NPU)
     assert npu.synced == 1
     assert devices.memory_stats(NPU) == {"peak_mem_gib": 3.0}
+    devices.empty_cache(NPU)
+    devices.empty_cache(torch.device("cpu"))  # nothing to free on the CPU
+    assert npu.emptied == 1
     assert devices.distributed_backend(NPU) == "hccl" and devices.pin_memory(NPU)
 
 
@@ -89,3 +96,16 @@ def test_backends_and_precision():
         devices.precision(cpu, fp16=True)
     with pytest.raises(W2v2Error, match="must be one of"):
         devices.pick_device("tpu")
+
+
+def test_amp_trains_as_fp16_does_and_validates_in_fp32():
+    gpu = SimpleNamespace(type="cuda")
+    fp16, amp = devices.precision(gpu, fp16=True), devices.precision(gpu, amp=True)
+    assert (amp.autocast_dtype, amp.loss_scaling) == (fp16.autocast_dtype, fp16.loss_scaling) == (torch.float16, True)
+    assert (fp16.validation_dtype, amp.validation_dtype) == (torch.float16, None)
+    with pytest.raises(W2v2Error, match="`common.fp16` and `common.amp` cannot both be true"):
+        devices.precision(gpu, fp16=True, amp=True)
+    with pytest.raises(W2v2Error, match="`common.bf16` and `common.amp` cannot both be true"):
+        devices.precision(gpu, bf16=True, amp=True)
+    with pytest.raises(W2v2Error, match="`common.amp` needs a GPU or NPU"):
+        devices.precision(torch.device("cpu"), amp=True)

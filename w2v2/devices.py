@@ -70,20 +70,32 @@ def distributed_backend(device: torch.device) -> str:
 
 @dataclass(frozen=True)
 class Precision:
-    """Autocast dtype (None = fp32) and whether gradients need dynamic loss scaling."""
+    """Autocast dtype of training (None = fp32), whether gradients need dynamic loss scaling, and
+    whether validation autocasts too."""
 
     autocast_dtype: Optional[torch.dtype]
     loss_scaling: bool
+    autocast_validation: bool = True
+
+    @property
+    def validation_dtype(self) -> Optional[torch.dtype]:
+        """The autocast dtype of validation (None = fp32)."""
+        return self.autocast_dtype if self.autocast_validation else None
 
 
-def precision(device: torch.device, fp16: bool = False, bf16: bool = False) -> Precision:
-    """fairseq's `common.fp16` / `common.bf16` as torch.amp settings for `device`."""
-    if fp16 and bf16:
-        raise W2v2Error("`common.fp16` and `common.bf16` cannot both be true.")
-    if fp16 and device.type == "cpu":
-        raise W2v2Error("`common.fp16` needs a GPU or NPU; on the CPU use `common.bf16=true` or fp32.")
-    if fp16:
-        return Precision(torch.float16, loss_scaling=True)
+def precision(device: torch.device, fp16: bool = False, bf16: bool = False, amp: bool = False) -> Precision:
+    """fairseq's `common.fp16` / `common.bf16` / `common.amp` as torch.amp settings for `device`.
+
+    fp16 and amp both train under float16 autocast with a loss scaler; like fairseq's, amp validates in
+    fp32 (fairseq's `valid_step` has no autocast, while its fp16 mode runs a half-precision model)."""
+    chosen = [f"`common.{name}`" for name, on in (("fp16", fp16), ("bf16", bf16), ("amp", amp)) if on]
+    if len(chosen) > 1:
+        raise W2v2Error(f"{' and '.join(chosen)} cannot {'both' if len(chosen) == 2 else 'all'} be true; "
+                        "choose one precision.")
+    if (fp16 or amp) and device.type == "cpu":
+        raise W2v2Error(f"{chosen[0]} needs a GPU or NPU; on the CPU use `common.bf16=true` or fp32.")
+    if fp16 or amp:
+        return Precision(torch.float16, loss_scaling=True, autocast_validation=fp16)
     return Precision(torch.bfloat16 if bf16 else None, loss_scaling=False)
 
 
@@ -124,8 +136,8 @@ def pin_memory(device: torch.device) -> bool:
     return device.type in ("cuda", "npu")
 
 
-def grad_scaler(device: torch.device, enabled: bool, init_scale: float = 128.0,
-                scale_window: Optional[int] = None) -> torch.amp.GradScaler:
-    """Dynamic loss scaler for fp16 (a no-op when disabled); fairseq's defaults: init 128, window 2000."""
-    return torch.amp.GradScaler(device.type, init_scale=init_scale, growth_interval=scale_window or 2000,
-                                enabled=enabled)
+def empty_cache(device: torch.device) -> None:
+    """Hand the accelerator's cached, unused memory back to the driver (nothing to do on the CPU)."""
+    module = accelerator(device.type)
+    if module is not None:
+        module.empty_cache()

@@ -52,12 +52,13 @@ def test_evaluate_argument_errors(fairseq_dir, tiny_manifest, capsys, extra, mes
 
 @pytest.fixture(scope="module")
 def fine_tuned_run(fairseq_dir, tiny_manifest, tmp_path_factory) -> Path:
-    """A tiny CTC fine-tuning run validated at updates 4 and 8 in padded batches of 2 to 4 utterances."""
+    """A tiny CTC fine-tuning run validated at updates 4 and 8 in padded batches of 3, 3 and 2 utterances (3, 4 and 1
+    without the required multiple of 3)."""
     run = tmp_path_factory.mktemp("finetune")
     assert hydra_train(["--config-dir", str(FIXTURE_CONFIGS), "--config-name", "tiny_ctc", f"task.data={tiny_manifest}",
                         f"model.w2v_path={fairseq_dir / 'pretrain_init.pt'}", f"hydra.run.dir={run}",
                         "optimization.max_update=8", "dataset.validate_interval_updates=4",
-                        "dataset.max_tokens_valid=70000"]) == 0
+                        "dataset.max_tokens_valid=100000", "dataset.required_batch_size_multiple=3"]) == 0
     return run
 
 
@@ -75,7 +76,7 @@ def test_evaluate_reproduces_the_logged_validation(fine_tuned_run, tiny_manifest
     logged = [values for tag, values in read_run_log(fine_tuned_run)
               if tag == "valid" and values["valid_num_updates"] == updates][-1]
     result = evaluated(checkpoint, tiny_manifest, tmp_path / "default")
-    assert "at most 70000 samples (dataset.max_tokens_valid)" in capsys.readouterr().out
+    assert "at most 100000 samples (dataset.max_tokens_valid)" in capsys.readouterr().out
     # The log holds rates; with the totals (the references' letters and words) they give the error counts.
     assert result["letter_errors"] == round(logged["valid_uer"] * result["letters"] / 100)
     assert result["word_errors"] == round(logged["valid_wer"] * result["words"] / 100)

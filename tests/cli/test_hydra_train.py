@@ -3,12 +3,14 @@
 from __future__ import annotations
 
 import json
+import re
 import subprocess
 import sys
 from pathlib import Path
 
 import pytest
 
+from w2v2 import devices
 from w2v2.cli.hydra_train import main
 from w2v2.interop.safe_load import load_checkpoint_file
 from tests.corpus import FIXTURE_CONFIGS
@@ -69,3 +71,20 @@ def test_tensorboard_events_are_written(tiny_manifest, tmp_path):
     assert main(args) == 0
     assert list((tmp_path / "tb" / "train_inner").glob("events.out.tfevents.*"))
     assert not (tmp_path / "checkpoints").exists() or not list((tmp_path / "checkpoints").iterdir())
+
+
+def test_log_file_gets_the_messages_and_empty_cache_freq_frees_the_cache(tiny_manifest, tmp_path, monkeypatch):
+    emptied = []
+    monkeypatch.setattr(devices, "empty_cache", lambda device: emptied.append(device.type))
+    monkeypatch.chdir(tmp_path)  # a relative log_file is taken from where the command runs, like task.data
+    args = ["--config-dir", str(FIXTURE_CONFIGS), "--config-name", "tiny_pretrain", f"task.data={tiny_manifest}",
+            "hydra.run.dir=run", "optimization.max_update=3", "common.log_file=copy.log",
+            "common.empty_cache_freq=2", "checkpoint.no_save=true"]
+    assert main(args) == 0
+    assert emptied == ["cpu", "cpu"]  # after updates 1 and 3
+    # fairseq's FileHandler writes each message alone, without the time, logger and level of the console.
+    copied = (tmp_path / "copy.log").read_text().splitlines()
+    console = (tmp_path / "run" / "hydra_train.log").read_text().splitlines()
+    assert copied == [re.sub(r"^\[[^\]]*\]\[[^\]]+\]\[[A-Z]+\] - ", "", line) for line in console] != console
+    assert [json.loads(line).get("num_updates") for line in copied if line.startswith("{")][:3] == ["1", "2", "3"]
+    assert any(line.startswith("done training in") for line in copied)

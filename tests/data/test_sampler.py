@@ -1,5 +1,7 @@
 import collections
+import json
 import logging
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -46,6 +48,43 @@ def test_last_partial_batch_is_kept():
     sampler = LengthBatchSampler([100] * 9, 10**6, batch_size=8)
     assert sorted(len(batch) for batch in sampler.batches()) == [1, 8]
     assert sum(len(batch) for batch in sampler) == 9
+
+
+BATCH_BY_SIZE = json.loads((Path(__file__).parents[1] / "fixtures" / "fairseq" / "batch_by_size.json").read_text())
+
+
+@pytest.mark.parametrize("case", BATCH_BY_SIZE["cases"], ids=lambda case: f"{len(case['sizes'])}items")
+def test_batches_are_fairseqs_batch_by_size_without_losing_items(case):
+    sizes, multiple = case["sizes"], case["required_batch_size_multiple"]
+    ours = LengthBatchSampler(sizes, case["max_tokens"], case["batch_size"], shuffle=False,
+                              batch_size_multiple=multiple).batches()
+    assert sorted(index for batch in ours for index in batch) == list(range(len(sizes)))  # nothing lost
+    assert all(len(batch) < multiple or len(batch) % multiple == 0 for batch in ours)
+    # fairseq 0.12.2 makes the same batches but loses the last few (shortest) items, fewer than the multiple.
+    kept = {index for batch in case["batches"] for index in batch}
+    assert len(sizes) - len(kept) < multiple and kept == set(range(len(kept)))
+    assert [[i for i in batch if i in kept] for batch in ours if batch[0] in kept] == case["batches"]
+
+
+def test_the_multiple_cuts_full_batches_and_the_rest_starts_the_next():
+    sampler = LengthBatchSampler([100] * 23, 1000, batch_size_multiple=4)
+    assert [len(batch) for batch in sampler.batches()] == [8, 8, 4, 3]  # 10 fit a batch: cut to 8
+    assert [len(batch) for batch in LengthBatchSampler([100] * 23, 1000).batches()] == [10, 10, 3]
+    with pytest.raises(W2v2Error, match="`required_batch_size_multiple` must be 1 or more, but is 0"):
+        LengthBatchSampler([100], 1000, batch_size_multiple=0)
+
+
+def test_an_epoch_without_shuffling_keeps_the_batches_longest_first():
+    """fairseq's `dataset.curriculum`: the loop passes `shuffle=epoch > curriculum`."""
+    sampler = LengthBatchSampler(LENGTHS, 60000, num_replicas=2)
+    sampler.set_epoch(1, shuffle=False)
+    ordered = [[key.index for key in batch] for batch in sampler]
+    assert ordered == sampler.batches()[::2]  # rank 0 takes every other batch, longest first
+    sampler.set_epoch(1)
+    shuffled = [[key.index for key in batch] for batch in sampler]
+    assert sorted(shuffled) == sorted(ordered) and shuffled != ordered
+    sampler.set_epoch(1, start=3, shuffle=False)
+    assert [[key.index for key in batch] for batch in sampler] == ordered[3:]
 
 
 def test_batches_group_similar_lengths_longest_first():

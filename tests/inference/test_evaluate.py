@@ -11,6 +11,7 @@ import soundfile
 import torch
 
 import w2v2
+import w2v2.inference.evaluate as evaluate_module
 from w2v2.data.dictionary import Dictionary
 from w2v2.errors import W2v2Error
 from w2v2.inference.decoding import LmOptions
@@ -167,6 +168,35 @@ def test_utterances_validation_leaves_out_are_left_out(ctc_checkpoint, tiny_mani
         evaluate(checkpoint, tiny_manifest, "dev_clean", max_tokens=budget, progress=False)
 
 
+def test_validation_refusing_long_utterances_makes_evaluation_refuse_them(ctc_checkpoint, tiny_manifest, tmp_path):
+    sizes = [int(line.split()[1]) for line in (tiny_manifest / "dev_clean.tsv").read_text().splitlines()[1:]]
+    checkpoint = with_cfg(ctc_checkpoint, tmp_path / "strict.pt", dataset={
+        "max_tokens_valid": sorted(sizes)[5], "skip_invalid_size_inputs_valid_test": False})
+    with pytest.raises(W2v2Error, match=rf"2 utterances of dev_clean are longer than the checkpoint's validation budget"
+                       rf".*`dataset.skip_invalid_size_inputs_valid_test` is false\); pass `--max-tokens {max(sizes)}`"):
+        evaluate(checkpoint, tiny_manifest, "dev_clean", device="cpu", progress=False)
+    assert evaluate(checkpoint, tiny_manifest, "dev_clean", per_utterance=True, device="cpu",
+                    progress=False).utterances == 8
+
+
+def test_batches_are_cut_to_the_runs_required_batch_size_multiple(ctc_checkpoint, tiny_manifest, tmp_path, monkeypatch):
+    samplers = []
+    real = evaluate_module.build_dataloader
+    monkeypatch.setattr(evaluate_module, "build_dataloader", lambda dataset, sampler: samplers.append(sampler)
+                        or real(dataset, sampler))
+    for multiple in (3, 1):
+        checkpoint = with_cfg(ctc_checkpoint, tmp_path / f"m{multiple}.pt", dataset={
+            "max_tokens_valid": 10**7, "required_batch_size_multiple": multiple})
+        result = evaluate(checkpoint, tiny_manifest, "dev_clean", device="cpu", progress=False)
+        assert ("cut to multiples of 3 utterances (dataset.required_batch_size_multiple)" in result.batching) == (
+            multiple == 3)
+    assert [len(batch) for batch in samplers[0].batches()] == [6, 2]
+    assert [len(batch) for batch in samplers[1].batches()] == [8]
+    assert validation_batching({"dataset": {}}).batch_size_multiple == 8  # fairseq's default
+    given = evaluate(ctc_checkpoint, tiny_manifest, "dev_clean", max_tokens=10**7, device="cpu", progress=False)
+    assert [len(batch) for batch in samplers[-1].batches()] == [8] and "cut to" not in given.batching
+
+
 @pytest.mark.parametrize("dataset, limits, shown", [
     ({"max_tokens": 100, "max_tokens_valid": None, "batch_size": 4, "batch_size_valid": 2}, (100, 2),
      "100 samples (dataset.max_tokens) and 2 utterances (dataset.batch_size_valid)"),
@@ -198,5 +228,9 @@ def test_precision_follows_the_run_where_the_device_can():
     assert autocast_dtype({"common": {"fp16": True}}, "auto", cpu) is None  # no fp16 kernels on the CPU
     assert autocast_dtype({"common": {"bf16": True}}, "auto", cpu) == torch.bfloat16
     assert autocast_dtype({"common": {"bf16": True}}, "fp32", cpu) is None
+    gpu = torch.device("cuda")  # the dtype is chosen without touching the device
+    assert autocast_dtype({"common": {"fp16": True}}, "auto", gpu) == torch.float16
+    assert autocast_dtype({"common": {"amp": True}}, "auto", gpu) is None  # amp validates in fp32
+    assert autocast_dtype({"common": {"amp": True}}, "fp16", gpu) == torch.float16
     with pytest.raises(W2v2Error, match="`--precision fp16` needs a GPU or NPU"):
         autocast_dtype({}, "fp16", cpu)

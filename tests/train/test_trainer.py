@@ -7,9 +7,12 @@ import copy
 import pytest
 import torch
 
+from w2v2 import devices
 from w2v2.data.dictionary import Dictionary
+from w2v2.errors import W2v2Error
 from w2v2.models.config import Wav2Vec2Config, Wav2Vec2CtcConfig
 from w2v2.models.ctc import Wav2Vec2Ctc
+from w2v2.train.loss_scaler import LossScaler
 from w2v2.train.losses import ctc_loss
 from w2v2.train.lr_schedules import LrScheduler, PolynomialDecayConfig
 from w2v2.train.trainer import Trainer
@@ -67,18 +70,68 @@ def test_gradients_are_divided_by_the_sample_size():
     assert result.grad_norm == pytest.approx(expected.item(), rel=1e-5)
 
 
+def overflowing(trainer: Trainer):
+    """A hook that makes the output layer's gradient infinite while it is registered."""
+    return trainer.model.w2v_encoder.proj.weight.register_hook(lambda grad: grad * float("inf"))
+
+
 def test_loss_scaling_skips_an_overflowing_update():
-    scaler = torch.amp.GradScaler("cpu", init_scale=128.0, enabled=True)
+    scaler = LossScaler("cpu", True, init_scale=128.0)
     trainer = make_trainer(scaler)
     before = copy.deepcopy(trainer.model.state_dict())
-    weight = trainer.model.w2v_encoder.proj.weight
-    hook = weight.register_hook(lambda grad: grad * float("inf"))
+    hook = overflowing(trainer)
     result = trainer.train_step([make_batch(slice(0, 2))])
     hook.remove()
     assert not result.stepped and trainer.num_updates == 0
     assert scaler.get_scale() == 64.0
     assert all(torch.equal(before[k], v) for k, v in trainer.model.state_dict().items())
     assert trainer.train_step([make_batch(slice(0, 2))]).stepped and trainer.num_updates == 1
+
+
+def test_tolerated_overflows_keep_the_scale_and_the_minimum_stops_training():
+    tolerant = make_trainer(LossScaler("cpu", True, init_scale=128.0, scale_window=100, tolerance=0.5))
+    for _ in range(2):
+        assert tolerant.train_step([make_batch(slice(0, 2))]).stepped
+    hook = overflowing(tolerant)
+    assert not tolerant.train_step([make_batch(slice(0, 2))]).stepped
+    assert tolerant.loss_scale() == 128.0  # 1 overflow in the 3 updates since the start: within the tolerance
+    assert not tolerant.train_step([make_batch(slice(0, 2))]).stepped
+    hook.remove()
+    assert tolerant.loss_scale() == 64.0  # 2 in 4: half, no longer below the tolerance
+    strict = make_trainer(LossScaler("cpu", True, init_scale=128.0, min_loss_scale=64.0))
+    hook = overflowing(strict)
+    with pytest.raises(W2v2Error, match="`common.min_loss_scale`"):
+        strict.train_step([make_batch(slice(0, 2))])
+    hook.remove()
+
+
+def test_the_cache_is_emptied_after_updates_1_and_then_every_empty_cache_freq(monkeypatch):
+    emptied = []
+    trainer = make_trainer(LossScaler("cpu", True))
+    monkeypatch.setattr(devices, "empty_cache", lambda device: emptied.append(trainer.num_updates))
+    trainer.empty_cache_freq = 2
+    for update in range(6):
+        hook = overflowing(trainer) if update == 3 else None
+        trainer.train_step([make_batch(slice(0, 2))])
+        if hook is not None:
+            hook.remove()
+    assert trainer.num_updates == 5 and emptied == [1, 3, 5]  # fairseq's (updates + freq - 1) % freq == 0
+    trainer.empty_cache_freq = 0
+    trainer.train_step([make_batch(slice(0, 2))])
+    assert emptied == [1, 3, 5]
+
+
+def test_amp_validates_without_autocast():
+    """fairseq's amp autocasts the training forward only; bfloat16 stands in for float16 on the CPU."""
+    batch = make_batch(slice(0, 4))
+    losses = {}
+    for name, precision in (("fp32", devices.Precision(None, False)),
+                            ("amp", devices.Precision(torch.bfloat16, False, autocast_validation=False)),
+                            ("fp16", devices.Precision(torch.bfloat16, False))):
+        trainer = make_trainer()
+        trainer.precision = precision
+        losses[name] = trainer.valid_step(batch)["loss"]
+    assert losses["amp"] == losses["fp32"] != losses["fp16"]
 
 
 def test_learning_rate_follows_the_update_count():

@@ -26,7 +26,7 @@ logger = logging.getLogger("w2v2.train")
 
 # Config values that name files; made absolute against the directory the command ran from.
 PATH_KEYS = (("task", "data"), ("model", "w2v_path"), ("checkpoint", "finetune_from_model"),
-             ("common", "tensorboard_logdir"))
+             ("common", "tensorboard_logdir"), ("common", "log_file"))
 
 
 def parse_args(argv: Optional[Sequence[str]]) -> argparse.Namespace:
@@ -62,7 +62,7 @@ def run_worker(argv: List[str], cwd: str) -> float:
     if rank == 0:
         run_dir.mkdir(parents=True, exist_ok=True)
         _write_config(loaded, run_dir)
-    setup_console_logging(run_dir / "hydra_train.log" if rank == 0 else None, rank)
+    setup_console_logging(run_dir / "hydra_train.log" if rank == 0 else None, rank, loaded.cfg.common.log_file)
     logger.info("config %s, run directory %s", loaded.config_path, run_dir)
     summary = train(loaded.cfg, run_dir)
     return summary.best if summary.best is not None else float("nan")

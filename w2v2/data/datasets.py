@@ -34,7 +34,9 @@ Entry = Tuple[str, int]  # (path relative to the manifest root, number of frames
 class AudioDataset(torch.utils.data.Dataset):
     """Manifest entries with at least `min_sample_size` frames, read as (optionally normalised) audio."""
 
-    drop_long_items = False  # whether the sampler may leave out items longer than `max_tokens`
+    # Whether training leaves out items longer than `max_tokens` (with a warning) instead of failing, as
+    # fairseq's audio datasets do: its fine-tuning dataset filters them, its pretraining dataset fails.
+    drop_long_items = False
 
     def __init__(
         self,
@@ -83,16 +85,22 @@ class AudioDataset(torch.utils.data.Dataset):
         """The batch of `items` (defined by the pretraining and fine-tuning datasets)."""
         raise NotImplementedError
 
+    def longer_than(self, max_tokens: Optional[int]) -> np.ndarray:
+        """Indices of the items too long for a batch of `max_tokens` frames (none without a budget)."""
+        return np.flatnonzero(self.batch_lengths > max_tokens) if max_tokens is not None else np.zeros(0, np.int64)
+
     def batch_sampler(
-        self, max_tokens: Optional[int], batch_size: Optional[int] = None, **options: object
+        self, max_tokens: Optional[int], batch_size: Optional[int] = None, *, drop_long: Optional[bool] = None,
+        **options: object,
     ) -> LengthBatchSampler:
-        """A `LengthBatchSampler` over this dataset (options: seed, shuffle, num_replicas, rank). Without
-        `max_tokens` only `batch_size` (default 1) bounds a batch, as in fairseq."""
+        """A `LengthBatchSampler` over this dataset (options: seed, shuffle, num_replicas, rank,
+        batch_size_multiple); items over the budget are left out when `drop_long` (default:
+        `drop_long_items`), else refused. Without `max_tokens` only `batch_size` (default 1) bounds a
+        batch, as in fairseq."""
         if max_tokens is None:
             max_tokens = int(self.batch_lengths.max(initial=1)) * (batch_size or 1)
-        return LengthBatchSampler(
-            self.batch_lengths, max_tokens, batch_size, drop_long=self.drop_long_items, **options
-        )
+        drop = self.drop_long_items if drop_long is None else drop_long
+        return LengthBatchSampler(self.batch_lengths, max_tokens, batch_size, drop_long=drop, **options)
 
 
 class PretrainingDataset(AudioDataset):

@@ -2,7 +2,10 @@
 
 Per epoch: items sorted by descending length (ties broken at random from `seed + epoch`), filled
 greedily into batches while `items × longest ≤ max_tokens` (and `items ≤ batch_size`), then the batch
-order is shuffled. Unlike fairseq no batch is ever dropped: the last, partial batch is used.
+order is shuffled. As in fairseq's `batch_by_size`, a batch of `batch_size_multiple` items or more is
+cut to a multiple of it, the items cut off starting the next batch, so every batch holds a multiple of
+`batch_size_multiple` items or fewer than it. Unlike fairseq no item is ever lost: fairseq 0.12.2 may
+drop up to `batch_size_multiple - 1` of the shortest items, we keep them as the last, small batch.
 
 Sharding across `num_replicas` ranks: the sorted batches are cut into groups of `num_replicas`
 neighbours, so that ranks taking the same step get batches of similar length, and the groups are
@@ -40,6 +43,7 @@ Step = List[Tuple[List[int], bool]]  # per rank: (batch indices, repeated)
 @dataclass(frozen=True)
 class _EpochPlan:
     epoch: int
+    shuffle_batches: bool
     batches: List[List[int]]  # longest first, no repeats
     steps: List[Step]  # in iteration order
 
@@ -58,10 +62,11 @@ class LengthBatchSampler(torch.utils.data.Sampler):
         num_replicas: int = 1,
         rank: int = 0,
         drop_long: bool = False,
+        batch_size_multiple: int = 1,
     ) -> None:
-        _check_arguments(max_tokens, batch_size, num_replicas, rank)
+        _check_arguments(max_tokens, batch_size, num_replicas, rank, batch_size_multiple)
         self.lengths = np.asarray(lengths, dtype=np.int64)
-        self.max_tokens, self.batch_size = max_tokens, batch_size
+        self.max_tokens, self.batch_size, self.batch_size_multiple = max_tokens, batch_size, batch_size_multiple
         self.seed, self.shuffle = seed, shuffle
         self.num_replicas, self.rank = num_replicas, rank
         too_long = self.lengths > max_tokens
@@ -77,14 +82,17 @@ class LengthBatchSampler(torch.utils.data.Sampler):
                 "%d of %d utterances are longer than max_tokens=%d frames and are left out of every epoch.",
                 self.num_dropped, len(self.lengths), max_tokens,
             )
-        self.epoch, self.start = 1, 0
+        self.epoch, self.start, self.shuffle_batches = 1, 0, shuffle
         self._plan_cache: Optional[_EpochPlan] = None
 
-    def set_epoch(self, epoch: int, start: int = 0) -> None:
-        """Select the epoch to iterate; its first `start` batches on this rank are skipped (resuming)."""
+    def set_epoch(self, epoch: int, start: int = 0, shuffle: Optional[bool] = None) -> None:
+        """Select the epoch to iterate; its first `start` batches on this rank are skipped (resuming).
+        `shuffle=False` keeps this epoch's batches longest first (fairseq's `dataset.curriculum`: the
+        training iterator shuffles only when `epoch > curriculum`); None follows the sampler's `shuffle`."""
         if start < 0:
             raise W2v2Error(f"`start` must be a batch count of 0 or more, but is {start} instead.")
         self.epoch, self.start = epoch, start
+        self.shuffle_batches = self.shuffle if shuffle is None else shuffle
 
     def batches(self) -> List[List[int]]:
         """All batches of the current epoch, over all ranks, longest first, without repeats."""
@@ -105,10 +113,11 @@ class LengthBatchSampler(torch.utils.data.Sampler):
 
     def _plan(self) -> _EpochPlan:
         """The current epoch's batches and steps, computed once per epoch."""
-        if self._plan_cache is None or self._plan_cache.epoch != self.epoch:
+        cached = self._plan_cache
+        if cached is None or (cached.epoch, cached.shuffle_batches) != (self.epoch, self.shuffle_batches):
             rng = np.random.default_rng(self.seed + self.epoch)
             batches = self._fill(self._ordered(rng))
-            self._plan_cache = _EpochPlan(self.epoch, batches, self._shard(batches, rng))
+            self._plan_cache = _EpochPlan(self.epoch, self.shuffle_batches, batches, self._shard(batches, rng))
         return self._plan_cache
 
     def _ordered(self, rng: np.random.Generator) -> np.ndarray:
@@ -118,15 +127,18 @@ class LengthBatchSampler(torch.utils.data.Sampler):
         return self.kept[np.lexsort((ties, -self.lengths[self.kept]))]
 
     def _fill(self, order: np.ndarray) -> List[List[int]]:
-        """Greedy batches over `order`; the first item of each batch is its longest."""
-        limit = self.batch_size or len(order)
+        """Greedy batches over `order`, each cut to a multiple of `batch_size_multiple` items when it
+        has that many; the first item of each batch is its longest."""
+        limit, multiple = self.batch_size or len(order), self.batch_size_multiple
+        lengths = self.lengths[order]
         batches: List[List[int]] = []
-        for index in order.tolist():
-            batch = batches[-1] if batches else None
-            if batch and len(batch) < limit and (len(batch) + 1) * self.lengths[batch[0]] <= self.max_tokens:
-                batch.append(index)
-            else:
-                batches.append([index])
+        first = 0
+        while first < len(order):
+            size = min(limit, self.max_tokens // max(1, int(lengths[first])), len(order) - first)
+            if size >= multiple:
+                size -= size % multiple
+            batches.append(order[first : first + size].tolist())
+            first += size
         return batches
 
     def _shard(self, batches: List[List[int]], rng: np.random.Generator) -> List[Step]:
@@ -137,13 +149,14 @@ class LengthBatchSampler(torch.utils.data.Sampler):
             group = [(batch, False) for batch in batches[first : first + size]]
             group += [(group[i % len(group)][0], True) for i in range(size - len(group))]
             groups.append(group)
-        if self.shuffle:
+        if self.shuffle_batches:
             groups = [groups[i] for i in rng.permutation(len(groups))]
         return groups
 
 
-def _check_arguments(max_tokens: int, batch_size: Optional[int], num_replicas: int, rank: int) -> None:
-    """Raise W2v2Error for a budget, batch size or rank that cannot work."""
+def _check_arguments(max_tokens: int, batch_size: Optional[int], num_replicas: int, rank: int,
+                     batch_size_multiple: int) -> None:
+    """Raise W2v2Error for a budget, batch size, rank or multiple that cannot work."""
     if max_tokens < 1:
         raise W2v2Error(f"`max_tokens` must be a positive number of frames, but is {max_tokens} instead.")
     if batch_size is not None and batch_size < 1:
@@ -152,3 +165,5 @@ def _check_arguments(max_tokens: int, batch_size: Optional[int], num_replicas: i
         raise W2v2Error(f"`num_replicas` must be 1 or more, but is {num_replicas} instead.")
     if not 0 <= rank < num_replicas:
         raise W2v2Error(f"`rank` must be in [0, {num_replicas}), but is {rank} instead.")
+    if batch_size_multiple < 1:
+        raise W2v2Error(f"`required_batch_size_multiple` must be 1 or more, but is {batch_size_multiple} instead.")

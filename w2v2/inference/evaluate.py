@@ -100,12 +100,15 @@ class EvalResult:
 
 @dataclass(frozen=True)
 class Batching:
-    """How utterances are grouped: at most `max_tokens` samples and `batch_size` utterances per batch."""
+    """How utterances are grouped: at most `max_tokens` samples and `batch_size` utterances per batch,
+    a multiple of `batch_size_multiple` utterances when a batch has that many."""
 
     max_tokens: Optional[int]
     batch_size: Optional[int]
     description: str
-    from_checkpoint: bool = False  # utterances over the budget are then left out, as validation does
+    from_checkpoint: bool = False  # utterances over the budget are then treated as validation treats them
+    batch_size_multiple: int = 1
+    skip_long: bool = False  # validation leaves utterances over the budget out (else it refuses them)
 
 
 PER_UTTERANCE = Batching(None, 1, "one utterance per batch (--per-utterance)")
@@ -114,7 +117,8 @@ PER_UTTERANCE = Batching(None, 1, "one utterance per batch (--per-utterance)")
 def validation_batching(cfg: Mapping[str, Any]) -> Batching:
     """The batching of the run's validation, from the checkpoint's `dataset` group, as the trainer reads it
     (`w2v2.train.setup.build_pipeline`): `max_tokens_valid` / `batch_size_valid`, when unset the training
-    `max_tokens` / `batch_size` (fairseq's defaults); with neither, the longest utterance is the budget."""
+    `max_tokens` / `batch_size` (fairseq's defaults); with neither, the longest utterance is the budget;
+    `required_batch_size_multiple` (default 8) and `skip_invalid_size_inputs_valid_test` (default false)."""
     if not isinstance(cfg.get("dataset"), Mapping):
         return Batching(None, 1, "one utterance per batch: the checkpoint records no validation batching "
                         "(it has no `dataset` group)", from_checkpoint=True)
@@ -131,8 +135,15 @@ def validation_batching(cfg: Mapping[str, Any]) -> Batching:
         if value is not None:
             shown.append(f"{value} {unit} (dataset.{key})")
     described = " and ".join(shown) if shown else "the longest utterance's samples (no dataset.max_tokens or batch_size)"
+    multiple = group.get("required_batch_size_multiple", 8)
+    if isinstance(multiple, bool) or not isinstance(multiple, int) or multiple < 1:
+        raise W2v2Error(f"the checkpoint's `dataset.required_batch_size_multiple` must be a positive integer, but "
+                        f"is {multiple!r} instead.")
+    if multiple > 1:
+        described += f", cut to multiples of {multiple} utterances (dataset.required_batch_size_multiple)"
     return Batching(limits["max_tokens"], limits["batch_size"], f"batches as in validation: at most {described}",
-                    from_checkpoint=True)
+                    from_checkpoint=True, batch_size_multiple=multiple,
+                    skip_long=bool(group.get("skip_invalid_size_inputs_valid_test", False)))
 
 
 def choose_batching(cfg: Mapping[str, Any], max_tokens: Optional[int], batch_size: Optional[int],
@@ -155,17 +166,18 @@ def choose_batching(cfg: Mapping[str, Any], max_tokens: Optional[int], batch_siz
 
 def autocast_dtype(cfg: Mapping[str, Any], precision: str, device: torch.device) -> Optional[torch.dtype]:
     """The autocast dtype of `precision`: fp32 (none), fp16, bf16, or auto, the run's `common.fp16` /
-    `common.bf16` as its validation used them (fp32 for an fp16 run on a CPU, which has no fp16 kernels)."""
+    `common.bf16` / `common.amp` as its validation used them (amp validates in fp32; fp32 for an fp16 run
+    on a CPU, which has no fp16 kernels)."""
     if precision not in ("auto", "fp32", "fp16", "bf16"):
         raise W2v2Error(f"`--precision` must be auto, fp32, fp16 or bf16, but is {precision!r} instead.")
     if precision == "fp16" and device.type == "cpu":
         raise W2v2Error("`--precision fp16` needs a GPU or NPU; on the CPU use bf16 or fp32.")
     common = cfg.get("common") or {}
-    if precision == "auto":
-        fp16, bf16 = bool(common.get("fp16")) and device.type != "cpu", bool(common.get("bf16"))
-    else:
-        fp16, bf16 = precision == "fp16", precision == "bf16"
-    return device_precision(device, fp16, bf16).autocast_dtype
+    if precision != "auto":
+        return device_precision(device, precision == "fp16", precision == "bf16").validation_dtype
+    float16 = device.type != "cpu"
+    return device_precision(device, bool(common.get("fp16")) and float16, bool(common.get("bf16")),
+                            bool(common.get("amp")) and float16).validation_dtype
 
 
 def evaluate(
@@ -196,11 +208,9 @@ def evaluate(
     dictionary = model_dictionary(model, data)
     decoder = build_decoder(dictionary, lm)
     dataset = validation_dataset(cfg, data, name, dictionary, expects_normalized_input(model))
-    longest = int(dataset.sizes.max(initial=0))
-    if not batching.from_checkpoint and batching.max_tokens is not None and longest > batching.max_tokens:
-        raise W2v2Error(f"`--max-tokens` must be at least the longest utterance of {name}, {longest} "
-                        f"samples, but is {batching.max_tokens} instead.")
-    sampler = dataset.batch_sampler(batching.max_tokens, batching.batch_size, shuffle=False)
+    refuse_long_utterances(dataset, name, batching)
+    sampler = dataset.batch_sampler(batching.max_tokens, batching.batch_size, drop_long=batching.skip_long,
+                                    shuffle=False, batch_size_multiple=batching.batch_size_multiple)
     loader = build_dataloader(dataset, sampler)
     result = EvalResult(str(checkpoint), name, decoder.description, batching.description, PRECISIONS[dtype],
                         left_out=sampler.num_dropped + dataset.num_skipped)
@@ -214,6 +224,21 @@ def evaluate(
     result.decode_seconds = time.perf_counter() - started
     result.details.sort(key=lambda utterance: utterance.id)
     return result
+
+
+def refuse_long_utterances(dataset: FinetuningDataset, name: str, batching: Batching) -> None:
+    """Raise W2v2Error for utterances over the budget, unless validation left them out (`skip_long`)."""
+    too_long = dataset.longer_than(batching.max_tokens)
+    if not len(too_long) or batching.skip_long:
+        return
+    longest = int(dataset.sizes[too_long].max())
+    if not batching.from_checkpoint:
+        raise W2v2Error(f"`--max-tokens` must be at least the longest utterance of {name}, {longest} "
+                        f"samples, but is {batching.max_tokens} instead.")
+    raise W2v2Error(f"{len(too_long)} utterances of {name} are longer than the checkpoint's validation budget of "
+                    f"{batching.max_tokens} samples (the longest has {longest}), and the run's validation refuses "
+                    "such utterances (its `dataset.skip_invalid_size_inputs_valid_test` is false); pass "
+                    f"`--max-tokens {longest}` or more, or `--per-utterance`.")
 
 
 def validation_dataset(cfg: Mapping[str, Any], data: Path, name: str, dictionary: Dictionary,

@@ -239,7 +239,8 @@ class TrainingRun:
     def _train_epoch(self) -> tuple:
         """Updates until the epoch ends or a stop condition holds; returns (last metric, stop)."""
         data, trainer = self.train_data, self.trainer
-        data.sampler.set_epoch(self.state.epoch, start=self.state.iterations_in_epoch)
+        data.sampler.set_epoch(self.state.epoch, start=self.state.iterations_in_epoch,
+                               shuffle=self.state.epoch > self.cfg.dataset.curriculum)  # fairseq's curriculum rule
         data.generator.manual_seed(self.cfg.common.seed + self.state.epoch)
         if not data.sampler.batches():
             raise W2v2Error(f"the training split {self.cfg.dataset.train_subset!r} yields no batch: every utterance was "

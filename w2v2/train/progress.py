@@ -156,16 +156,23 @@ def _summary_writer_class() -> Any:
     return SummaryWriter
 
 
-def setup_console_logging(log_file: Optional[Path] = None, rank: int = 0) -> None:
-    """fairseq's Hydra line format on stderr (rank 0 only) and in `log_file`."""
+def setup_console_logging(log_file: Optional[Path] = None, rank: int = 0, copy_file: Optional[str] = None) -> None:
+    """fairseq's Hydra line format on stderr (rank 0 only) and in `log_file`; `copy_file`
+    (`common.log_file`) also gets every message of rank 0, as fairseq's own FileHandler writes them:
+    the message alone, without time, logger or level."""
     root = logging.getLogger()
     root.setLevel(logging.INFO if rank == 0 else logging.WARNING)
     for handler in list(root.handlers):
         root.removeHandler(handler)
     formatter = logging.Formatter("[%(asctime)s][%(name)s][%(levelname)s] - %(message)s")
-    handlers = [logging.StreamHandler()]
+    handlers: List[logging.Handler] = [logging.StreamHandler()]
     if log_file is not None and rank == 0:
         handlers.append(logging.FileHandler(log_file))
     for handler in handlers:
         handler.setFormatter(formatter)
         root.addHandler(handler)
+    if copy_file is not None and rank == 0:
+        try:
+            root.addHandler(logging.FileHandler(copy_file))  # python's default format: the message alone
+        except OSError as error:
+            raise W2v2Error(f"`common.log_file` {copy_file} cannot be opened for writing: {error.strerror}.") from error

@@ -20,6 +20,7 @@ from w2v2.data.loader import build_dataloader, limit_threads
 from w2v2.data.sampler import LengthBatchSampler
 from w2v2.errors import W2v2Error
 from w2v2.train.config import TrainConfig
+from w2v2.train.loss_scaler import loss_scaler
 from w2v2.train.lr_schedules import LrScheduler
 from w2v2.train.optim import build_optimizer
 from w2v2.models.ctc import Wav2Vec2Ctc
@@ -91,12 +92,13 @@ def build_trainer(cfg: TrainConfig, task: Task, device: torch.device, info: Proc
                                       find_unused_parameters=dt.find_unused_parameters or _needs_unused(model),
                                       broadcast_buffers=dt.broadcast_buffers)
     optimizer = build_optimizer(model, cfg.optimizer)
-    precision = devices.precision(device, cfg.common.fp16, cfg.common.bf16)
+    precision = devices.precision(device, cfg.common.fp16, cfg.common.bf16, cfg.common.amp)
     update_freq = cfg.optimization.update_freq[0]
-    window = cfg.common.fp16_scale_window or max(1, int(2**14 / info.world_size / update_freq))
-    scaler = devices.grad_scaler(device, precision.loss_scaling, cfg.common.fp16_init_scale, window)
+    scaler = loss_scaler(cfg.common, device, precision.loss_scaling,
+                         default_window=max(1, int(2**14 / info.world_size / update_freq)))
     return Trainer(model, task.criterion(), optimizer, LrScheduler(cfg.lr_scheduler, optimizer), device,
-                   clip_norm=cfg.optimization.clip_norm, precision=precision, scaler=scaler, ddp=ddp)
+                   clip_norm=cfg.optimization.clip_norm, precision=precision, scaler=scaler, ddp=ddp,
+                   empty_cache_freq=cfg.common.empty_cache_freq)
 
 
 def _needs_unused(model: Model) -> bool:
@@ -123,19 +125,37 @@ class DataPipeline:
 
 def build_pipeline(task: Task, split: str, training: bool, device: torch.device, info: ProcessInfo,
                    seed: int) -> DataPipeline:
-    """The loader of `split`, sharded over ranks; validation is ordered and never shuffled.
+    """The loader of `split`, sharded over ranks; validation is ordered and never shuffled. Items too long
+    for a batch are left out of training where fairseq leaves them out (`AudioDataset.drop_long_items`),
+    and of validation only with `dataset.skip_invalid_size_inputs_valid_test`, else refused.
     (`w2v2 evaluate` reads the same validation limits from a checkpoint: `inference.evaluate.validation_batching`.)"""
     cfg = task.cfg.dataset
     dataset = task.dataset(split, training)
     max_tokens = cfg.max_tokens if training else (cfg.max_tokens_valid or cfg.max_tokens)
     batch_size = cfg.batch_size if training else (cfg.batch_size_valid or cfg.batch_size)
-    sampler = dataset.batch_sampler(max_tokens, batch_size, seed=seed, shuffle=training,
-                                    num_replicas=info.world_size, rank=info.rank)
+    drop_long = dataset.drop_long_items if training else cfg.skip_invalid_size_inputs_valid_test
+    if not drop_long and not training:
+        _refuse_long_items(dataset, split, max_tokens, "max_tokens_valid" if cfg.max_tokens_valid else "max_tokens")
+    sampler = dataset.batch_sampler(max_tokens, batch_size, drop_long=drop_long, seed=seed, shuffle=training,
+                                    num_replicas=info.world_size, rank=info.rank,
+                                    batch_size_multiple=cfg.required_batch_size_multiple)
     generator = torch.Generator()
     generator.manual_seed(seed)
     loader = build_dataloader(dataset, sampler, num_workers=cfg.num_workers, pin_memory=devices.pin_memory(device),
                               generator=generator)
     return DataPipeline(dataset, sampler, loader, generator)
+
+
+def _refuse_long_items(dataset: AudioDataset, split: str, max_tokens: Optional[int], budget_key: str) -> None:
+    """Raise W2v2Error when validation items are longer than the batch budget (fairseq fails on them too)."""
+    too_long = dataset.longer_than(max_tokens)
+    if len(too_long):
+        raise W2v2Error(
+            f"{len(too_long)} of {len(dataset)} items of validation split {split!r} are longer than "
+            f"`dataset.{budget_key}` ({max_tokens} samples; the longest has "
+            f"{int(dataset.batch_lengths[too_long].max())}). Set `dataset.skip_invalid_size_inputs_valid_test=true` "
+            f"to leave them out of validation, or raise `dataset.{budget_key}`."
+        )
 
 
 def valid_pipelines(task: Task, device: torch.device, info: ProcessInfo, seed: int) -> Dict[str, DataPipeline]:

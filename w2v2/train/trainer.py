@@ -16,6 +16,7 @@ import torch
 import torch.distributed as dist
 
 from w2v2 import devices
+from w2v2.train.loss_scaler import LossScaler
 from w2v2.train.lr_schedules import LrScheduler
 from w2v2.train.task import Criterion, Model
 
@@ -61,22 +62,23 @@ def all_reduce_sums(stats: Dict[str, float], device: torch.device) -> Dict[str, 
 
 
 class Trainer:
-    """Owns the model (and its DDP wrapper), optimizer, LR schedule, loss scaler and update count."""
+    """Owns the model (and its DDP wrapper), optimizer, LR schedule, loss scaler and update count;
+    frees the accelerator's memory cache after every `empty_cache_freq`-th update (0: never)."""
 
     def __init__(self, model: Model, criterion: Criterion, optimizer: torch.optim.Optimizer,
                  lr_scheduler: LrScheduler, device: torch.device, *, clip_norm: float = 0.0,
                  precision: devices.Precision = devices.Precision(None, False),
-                 scaler: Optional[torch.amp.GradScaler] = None, ddp: Optional[torch.nn.Module] = None) -> None:
+                 scaler: Optional[LossScaler] = None, ddp: Optional[torch.nn.Module] = None,
+                 empty_cache_freq: int = 0) -> None:
         self.model, self.criterion, self.optimizer = model, criterion, optimizer
         self.lr_scheduler, self.device, self.clip_norm = lr_scheduler, device, clip_norm
-        self.precision = precision
-        self.scaler = scaler or devices.grad_scaler(device, precision.loss_scaling)
+        self.precision, self.empty_cache_freq = precision, empty_cache_freq
+        self.scaler = scaler or LossScaler(device.type, precision.loss_scaling)
         self.forward_module = ddp if ddp is not None else model
         self.world_size = dist.get_world_size() if dist.is_available() and dist.is_initialized() else 1
         self.num_updates = 0
 
-    def _autocast(self) -> contextlib.AbstractContextManager:
-        dtype = self.precision.autocast_dtype
+    def _autocast(self, dtype: Optional[torch.dtype]) -> contextlib.AbstractContextManager:
         if dtype is None:
             return contextlib.nullcontext()
         return torch.autocast(device_type=self.device.type, dtype=dtype)
@@ -96,7 +98,7 @@ class Trainer:
             batch = move_to(batch, self.device)
             repeated = bool(batch.get("repeated", False))  # a filler batch that evens out the ranks
             with self._no_sync(i == len(batches) - 1):
-                with self._autocast():
+                with self._autocast(self.precision.autocast_dtype):
                     out = self.criterion(self.forward_module, self.model, batch)
                 self.scaler.scale(out.loss * (0.0 if repeated else 1.0)).backward()
             logs.append(_batch_logs(out.logs, batch, repeated))
@@ -105,14 +107,17 @@ class Trainer:
         stepped = math.isfinite(grad_norm)
         if stepped:
             self.scaler.step(self.optimizer)
-        else:
-            logger.warning("gradient overflow (norm %s): update skipped, loss scale now %s", grad_norm,
-                           self.scaler.get_scale() * 0.5 if self.scaler.is_enabled() else "n/a")
-        self.scaler.update()
+        self.scaler.finish_step(overflow=not stepped)
         self.optimizer.zero_grad(set_to_none=True)
-        if stepped:
-            self.num_updates += 1
-            self.lr_scheduler.step_update(self.num_updates)
+        if not stepped:
+            logger.warning("gradient overflow (norm %s): update skipped, loss scale now %s", grad_norm,
+                           self.loss_scale() or "n/a")
+            return UpdateResult(stats, grad_norm, stepped)
+        self.num_updates += 1
+        self.lr_scheduler.step_update(self.num_updates)
+        freq = self.empty_cache_freq
+        if freq > 0 and self.num_updates % freq == 1 % freq:  # fairseq's: after updates 1, freq + 1, ...
+            devices.empty_cache(self.device)
         return UpdateResult(stats, grad_norm, stepped)
 
     def _normalise_and_clip(self, sample_size: float) -> float:
@@ -132,7 +137,7 @@ class Trainer:
         """Logging outputs of one validation batch (eval mode, no gradients)."""
         self.model.eval()
         batch = move_to(batch, self.device)
-        with self._autocast():
+        with self._autocast(self.precision.validation_dtype):
             out = self.criterion(self.model, self.model, batch)
         return _batch_logs(out.logs, batch, bool(batch.get("repeated", False)))
 
