@@ -95,3 +95,21 @@ def test_settings_without_effect_are_reported_once(tiny_manifest, tmp_path, capl
 def test_no_batch_at_all_is_an_error_not_an_endless_loop(tiny_manifest, tmp_path):
     with pytest.raises(W2v2Error, match="yields no batch"):
         loop.train(pretrain(tiny_manifest, "task.min_sample_size=100000000"), tmp_path)
+
+
+def test_curriculum_keeps_the_length_order_for_its_epochs(tiny_manifest, tmp_path, monkeypatch):
+    from w2v2.data.sampler import LengthBatchSampler
+
+    seen = []
+    set_epoch = LengthBatchSampler.set_epoch
+
+    def recording(self, epoch, start=0, shuffle=None):
+        if self.shuffle:  # the training sampler
+            seen.append((epoch, shuffle))
+        return set_epoch(self, epoch, start, shuffle)
+
+    monkeypatch.setattr(LengthBatchSampler, "set_epoch", recording)
+    loop.train(pretrain(tiny_manifest, "optimization.max_update=1000", "optimization.max_epoch=3",
+                        "dataset.curriculum=2", "checkpoint.save_interval_updates=0",
+                        "dataset.disable_validation=true"), tmp_path)
+    assert seen == [(1, False), (2, False), (3, True)]
