@@ -57,6 +57,18 @@ def test_pretraining_crop_is_bounded_by_max_sample_size_and_so_are_batch_lengths
         PretrainingDataset(tmp_path, entries, max_sample_size=0)
 
 
+def test_enable_padding_pads_pretraining_batches_to_the_longest_crop(tmp_path):
+    entries, waves = write_corpus(tmp_path, [3000, 1000, 2500])
+    padded = PretrainingDataset(tmp_path, entries, max_sample_size=2800, pad=True)
+    batch = padded.collater([padded[i] for i in range(3)])
+    source, mask = batch["net_input"]["source"], batch["net_input"]["padding_mask"]
+    assert source.shape == (3, 2800)  # the longest item, cropped to max_sample_size
+    assert mask.sum(1).tolist() == [0, 1800, 300]
+    assert torch.equal(source[1, :1000], torch.as_tensor(waves[1], dtype=source.dtype)) and not source[1, 1000:].any()
+    cropped = PretrainingDataset(tmp_path, entries, max_sample_size=2800)
+    assert cropped.collater([cropped[i] for i in range(3)])["net_input"]["source"].shape == (3, 1000)
+
+
 def test_finetuning_batch_is_padded_with_mask_and_targets(tmp_path):
     entries, waves = write_corpus(tmp_path, [1000, 1600, 700])
     labels = ["H E L L O |", "W O |", "T O |"]

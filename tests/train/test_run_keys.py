@@ -86,7 +86,8 @@ def test_settings_without_effect_are_reported_once(tiny_manifest, tmp_path, capl
                    "distributed_training.zero_sharding=os")
     with caplog.at_level(logging.WARNING):
         loop.train(cfg, tmp_path)
-    said = [r.getMessage() for r in caplog.records if "has no effect" in r.getMessage()]
+    said = [r.getMessage() for r in caplog.records if "has no effect" in r.getMessage() and "ddp_backend" not in
+            r.getMessage()]  # the fixture config's legacy_ddp is torch DDP here too
     assert said == ["common.wandb_project = 'mine' has no effect in w2v2: it is accepted for fairseq compatibility only.",
                     "distributed_training.zero_sharding = 'os' has no effect in w2v2: it is accepted for fairseq "
                     "compatibility only."]

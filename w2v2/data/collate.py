@@ -22,15 +22,23 @@ def crop_offset(seed: int, epoch: int, index: int, excess: int) -> int:
     return int(np.random.default_rng((seed, epoch, index)).integers(0, excess + 1))
 
 
-def collate_cropped(items: Sequence[Item], max_sample_size: int, seed: int, sample_rate: int) -> Batch:
-    """Pretraining batch: every source cropped to `min(shortest, max_sample_size)`; no padding."""
-    size = min(min(len(item["source"]) for item in items), max_sample_size)
+def collate_cropped(items: Sequence[Item], max_sample_size: int, seed: int, sample_rate: int,
+                    pad: bool = False) -> Batch:
+    """Pretraining batch: every source cropped to `min(shortest, max_sample_size)`, no padding; with `pad`
+    (fairseq's `task.enable_padding`) cropped to `min(longest, max_sample_size)` and shorter ones padded."""
+    lengths = [len(item["source"]) for item in items]
+    size = min(max(lengths) if pad else min(lengths), max_sample_size)
     crops = []
     for item in items:
-        start = crop_offset(seed, item["epoch"], item["id"], len(item["source"]) - size)
+        start = crop_offset(seed, item["epoch"], item["id"], max(0, len(item["source"]) - size))
         crops.append(item["source"][start : start + size])
-    source = torch.stack(crops)
-    return _batch(items, {"source": source}, kept=source.numel(), sample_rate=sample_rate)
+    if not pad:
+        source = torch.stack(crops)
+        return _batch(items, {"source": source}, kept=source.numel(), sample_rate=sample_rate)
+    source, kept = pad_sequences(crops, 0)
+    # (B, T): True where the column lies past the utterance's end.
+    padding_mask = torch.arange(source.shape[1])[None, :] >= kept[:, None]
+    return _batch(items, {"source": source, "padding_mask": padding_mask}, kept=int(kept.sum()), sample_rate=sample_rate)
 
 
 def collate_padded(items: Sequence[Item], pad_index: int, sample_rate: int) -> Batch:

@@ -113,13 +113,14 @@ class PretrainingDataset(AudioDataset):
         *,
         max_sample_size: Optional[int] = None,
         seed: int = 1,
+        pad: bool = False,
         **options: object,
     ) -> None:
         if max_sample_size is not None and max_sample_size < 1:
             raise W2v2Error(f"`max_sample_size` must be a positive frame count, but is {max_sample_size} instead.")
         super().__init__(root, entries, **options)
         self.max_sample_size = sys.maxsize if max_sample_size is None else max_sample_size
-        self.seed = seed
+        self.seed, self.pad = seed, pad
 
     @classmethod
     def from_manifest(cls, manifest: str | os.PathLike, **options: object) -> "PretrainingDataset":
@@ -134,7 +135,7 @@ class PretrainingDataset(AudioDataset):
 
     def collater(self, items: Sequence[collate.Item]) -> collate.Batch:
         """Cropped batch of `items`: `{"id", "net_input": {"source"}, "nsentences", ...}`."""
-        return collate.collate_cropped(items, self.max_sample_size, self.seed, self.sample_rate)
+        return collate.collate_cropped(items, self.max_sample_size, self.seed, self.sample_rate, self.pad)
 
 
 class FinetuningDataset(AudioDataset):

@@ -183,7 +183,7 @@ class DistributedTrainingConfig(Group):
     distributed_port: int = no_effect(-1)
     device_id: int = no_effect(0)  # the device is the local rank's
     distributed_no_spawn: bool = no_effect(False)
-    ddp_backend: str = "pytorch_ddp"  # all but fully_sharded and slowmo map to torch DDP
+    ddp_backend: str = no_effect("pytorch_ddp")  # every accepted value is torch DDP here; fully_sharded/slowmo refused
     ddp_comm_hook: str = no_effect("none")
     bucket_cap_mb: int = 25  # DDP gradient bucket size
     fix_batches_to_gpus: bool = no_effect(False)

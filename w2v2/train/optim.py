@@ -17,7 +17,7 @@ from typing import Any, Dict, Iterable, List, Optional, Tuple, Union
 import torch
 
 from w2v2.errors import W2v2Error
-from w2v2.schema import Group, at_least, default_only, linked, no_effect, require
+from w2v2.schema import Group, at_least, default_only, no_effect, require
 
 
 @dataclass
@@ -31,7 +31,7 @@ class AdamConfig(Group):
     use_old_adam: bool = no_effect(False)  # fairseq's choice between two Adam implementations
     fp16_adam_stats: bool = default_only(False, "float16 Adam moments are not implemented")
     tpu: Optional[bool] = no_effect(None, link="common.tpu")
-    lr: Optional[List[float]] = linked("optimization.lr")  # initial lr (the schedule sets it every update)
+    lr: Optional[List[float]] = no_effect(None, link="optimization.lr")  # the schedule sets the lr before each update
 
     @classmethod
     def prepare(cls, values: Dict[str, Any]) -> Dict[str, Any]:

@@ -54,11 +54,10 @@ class PretrainingTask:
     dictionary: None = None
 
     def dataset(self, split: str, training: bool) -> AudioDataset:
-        """The dataset of `{task.data}/{split}.tsv`, cropped as fairseq crops it."""
+        """The dataset of `{task.data}/{split}.tsv`, cropped (or padded) as fairseq does it."""
         task = self.cfg.task
-        crop = task.max_sample_size if training or not task.enable_padding else None
-        return PretrainingDataset.from_manifest(_manifest(self.cfg, split), max_sample_size=crop,
-                                                seed=task.seed or 1, **_audio_options(self.cfg))
+        return PretrainingDataset.from_manifest(_manifest(self.cfg, split), max_sample_size=task.max_sample_size,
+                                                seed=task.seed or 1, pad=task.enable_padding, **_audio_options(self.cfg))
 
     def build_model(self) -> Wav2Vec2Model:
         """A freshly initialised pretraining model."""
