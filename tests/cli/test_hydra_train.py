@@ -9,6 +9,7 @@ from pathlib import Path
 
 import pytest
 
+from w2v2.cli import hydra_train
 from w2v2.cli.hydra_train import main
 from w2v2.interop.safe_load import load_checkpoint_file
 from tests.corpus import FIXTURE_CONFIGS
@@ -69,3 +70,14 @@ def test_tensorboard_events_are_written(tiny_manifest, tmp_path):
     assert main(args) == 0
     assert list((tmp_path / "tb" / "train_inner").glob("events.out.tfevents.*"))
     assert not (tmp_path / "checkpoints").exists() or not list((tmp_path / "checkpoints").iterdir())
+
+
+def test_distributed_world_size_starts_that_many_processes(tiny_manifest, monkeypatch):
+    started = []
+    monkeypatch.delenv("WORLD_SIZE", raising=False)
+    monkeypatch.setattr(hydra_train, "spawn", lambda argv, cwd, nprocs: started.append(nprocs))
+    monkeypatch.setattr(hydra_train, "run_worker", lambda argv, cwd: started.append("this process"))
+    args = ["--config-dir", str(FIXTURE_CONFIGS), "--config-name", "tiny_pretrain", f"task.data={tiny_manifest}"]
+    assert main([*args, "distributed_training.distributed_world_size=3"]) == 0
+    assert main(args) == 0  # 1 in the YAML
+    assert started == [3, "this process"]

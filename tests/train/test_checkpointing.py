@@ -84,3 +84,31 @@ def test_rng_state_round_trip(tmp_path):
     set_rng_state(torch.load(tmp_path / "rng.pt", weights_only=True))
     again = (torch.rand(3), __import__("numpy").random.rand(), __import__("random").random())
     assert torch.equal(expected[0], again[0]) and expected[1:] == again[1:]
+
+
+def test_save_interval_writes_every_nth_epoch(tmp_path):
+    cfg = CheckpointConfig(save_interval=2)
+    policy, best = CheckpointPolicy(cfg, tmp_path), BestMetric(cfg)
+    assert [save(policy, best, epoch, epoch * 10, True, None) for epoch in (1, 2, 3, 4)] == [
+        ["checkpoint_last.pt"], ["checkpoint2.pt", "checkpoint_last.pt"], ["checkpoint_last.pt"],
+        ["checkpoint4.pt", "checkpoint_last.pt"]]
+
+
+def write_saves(policy, best, saves) -> list:
+    """Write each (epoch, updates, end_of_epoch) save; returns the file names left."""
+    for epoch, updates, end_of_epoch in saves:
+        policy.write({"model": {}}, save(policy, best, epoch, updates, end_of_epoch, None))
+    return sorted(p.name for p in policy.save_dir.iterdir())
+
+
+def test_keep_interval_updates_pattern_spares_multiples(tmp_path):
+    cfg = CheckpointConfig(save_interval_updates=5, keep_interval_updates=1, keep_interval_updates_pattern=10,
+                           no_last_checkpoints=True)
+    names = write_saves(CheckpointPolicy(cfg, tmp_path), BestMetric(cfg), [(1, n, False) for n in (5, 10, 15, 20, 25)])
+    assert names == ["checkpoint_1_10.pt", "checkpoint_1_20.pt", "checkpoint_1_25.pt"]
+
+
+def test_keep_last_epochs_prunes_older_epoch_checkpoints(tmp_path):
+    cfg = CheckpointConfig(keep_last_epochs=2, no_last_checkpoints=True)
+    names = write_saves(CheckpointPolicy(cfg, tmp_path), BestMetric(cfg), [(e, e * 10, True) for e in (1, 2, 3, 4)])
+    assert names == ["checkpoint3.pt", "checkpoint4.pt"]
