@@ -13,7 +13,10 @@ from __future__ import annotations
 
 import dataclasses
 import importlib
+import subprocess
+import sys
 import typing
+from pathlib import Path
 from typing import Any, Dict, List, NamedTuple, Optional, Type, Union
 
 import pytest
@@ -101,8 +104,8 @@ def other_value(hint: Any, current: Any) -> Any:
 
 def non_default(key: Key) -> Any:
     """A non-default value for `key` that its group's checks accept."""
-    if key.id in VALID_VALUES or f"{key.group}.{key.item.name}" in VALID_VALUES:
-        return VALID_VALUES.get(key.id, VALID_VALUES.get(f"{key.group}.{key.item.name}"))
+    if key.id in VALID_VALUES:
+        return VALID_VALUES[key.id]
     hint = typing.get_type_hints(key.schema)[key.item.name]
     base = tree_for(key.group, key.name, {}).get(key.group, {})
     return other_value(hint, base.get(key.item.name, default_of(key.item)))
@@ -213,3 +216,10 @@ def test_pending_is_only_for_the_keys_being_implemented():
 @pytest.mark.parametrize("key", [key for key in USED_IDS if USED_KEY_TESTS.get(key, PENDING) != PENDING])
 def test_the_named_test_exists(key):
     resolve(USED_KEY_TESTS[key])
+
+
+@pytest.mark.slow
+def test_each_named_test_fails_when_its_key_is_ignored():
+    done = subprocess.run([sys.executable, "-m", "tests.key_mutations"], capture_output=True, text=True, timeout=1200,
+                          cwd=Path(__file__).parents[1])
+    assert done.returncode == 0, "\n".join(line for line in done.stdout.splitlines() if "SURVIVED" in line)

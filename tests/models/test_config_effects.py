@@ -82,6 +82,7 @@ FINETUNING = {
 
 
 def padded_batch() -> tuple:
+    """(source, padding mask) of two utterances, the second padded from sample 5000 on."""
     generator = torch.Generator().manual_seed(3)
     source = torch.randn(2, 8000, generator=generator)
     padding = torch.zeros(2, 8000, dtype=torch.bool)

@@ -234,3 +234,4 @@ def test_non_strict_validation_drops_unknown_keys():
 ], ids=["infonce", "post_process"])
 def test_criterion_variants_we_lack_are_refused(name, override, message):
     assert message in error_of(name, override)
+    load(name)  # the one value that works: the recipe's

@@ -70,6 +70,7 @@ def test_tri_stage_explicit_steps():
     cfg = TriStageConfig(warmup_steps=10, hold_steps=5, decay_steps=10, final_lr_scale=0.01, lr=[1.0])
     assert lr_at(cfg, 5) == pytest.approx(0.01 + 0.99 / 2)
     assert lr_at(cfg, 14) == 1.0
+    assert lr_at(cfg, 20) == pytest.approx(0.1)  # half-way through the decay: the geometric mean of 1 and 0.01
     assert lr_at(cfg, 25) == pytest.approx(0.01)
 
 

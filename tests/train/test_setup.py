@@ -18,6 +18,7 @@ from tests.train.tiny_configs import pretraining
 
 
 def run_of(manifest: Path, run_dir: Path, *overrides: str) -> loop.TrainingRun:
+    """A run of tiny_pretrain.yaml without LayerDrop, set up but not started."""
     return loop.TrainingRun(pretraining(manifest, "model.encoder_layerdrop=0", *overrides), run_dir)
 
 
