@@ -11,6 +11,7 @@ from pathlib import Path
 import pytest
 
 from w2v2 import devices
+from w2v2.cli import hydra_train
 from w2v2.cli.hydra_train import main
 from w2v2.interop.safe_load import load_checkpoint_file
 from tests.corpus import FIXTURE_CONFIGS
@@ -88,3 +89,12 @@ def test_log_file_gets_the_messages_and_empty_cache_freq_frees_the_cache(tiny_ma
     assert copied == [re.sub(r"^\[[^\]]*\]\[[^\]]+\]\[[A-Z]+\] - ", "", line) for line in console] != console
     assert [json.loads(line).get("num_updates") for line in copied if line.startswith("{")][:3] == ["1", "2", "3"]
     assert any(line.startswith("done training in") for line in copied)
+def test_distributed_world_size_starts_that_many_processes(tiny_manifest, monkeypatch):
+    started = []
+    monkeypatch.delenv("WORLD_SIZE", raising=False)
+    monkeypatch.setattr(hydra_train, "spawn", lambda argv, cwd, nprocs: started.append(nprocs))
+    monkeypatch.setattr(hydra_train, "run_worker", lambda argv, cwd: started.append("this process"))
+    args = ["--config-dir", str(FIXTURE_CONFIGS), "--config-name", "tiny_pretrain", f"task.data={tiny_manifest}"]
+    assert main([*args, "distributed_training.distributed_world_size=3"]) == 0
+    assert main(args) == 0  # 1 in the YAML
+    assert started == [3, "this process"]

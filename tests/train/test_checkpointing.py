@@ -96,3 +96,29 @@ def test_optimizer_state_of_another_model_is_refused(fairseq_dir):
     fewer = torch.optim.AdamW([torch.nn.Parameter(torch.zeros(2))])
     with pytest.raises(W2v2Error, match=f"groups of \\[{n}\\] parameters, but the model trains 1"):
         load_optimizer_state(fewer, saved, "run.pt")
+def test_save_interval_writes_every_nth_epoch(tmp_path):
+    cfg = CheckpointConfig(save_interval=2)
+    policy, best = CheckpointPolicy(cfg, tmp_path), BestMetric(cfg)
+    assert [save(policy, best, epoch, epoch * 10, True, None) for epoch in (1, 2, 3, 4)] == [
+        ["checkpoint_last.pt"], ["checkpoint2.pt", "checkpoint_last.pt"], ["checkpoint_last.pt"],
+        ["checkpoint4.pt", "checkpoint_last.pt"]]
+
+
+def write_saves(policy, best, saves) -> list:
+    """Write each (epoch, updates, end_of_epoch) save; returns the file names left."""
+    for epoch, updates, end_of_epoch in saves:
+        policy.write({"model": {}}, save(policy, best, epoch, updates, end_of_epoch, None))
+    return sorted(p.name for p in policy.save_dir.iterdir())
+
+
+def test_keep_interval_updates_pattern_spares_multiples(tmp_path):
+    cfg = CheckpointConfig(save_interval_updates=5, keep_interval_updates=1, keep_interval_updates_pattern=10,
+                           no_last_checkpoints=True)
+    names = write_saves(CheckpointPolicy(cfg, tmp_path), BestMetric(cfg), [(1, n, False) for n in (5, 10, 15, 20, 25)])
+    assert names == ["checkpoint_1_10.pt", "checkpoint_1_20.pt", "checkpoint_1_25.pt"]
+
+
+def test_keep_last_epochs_prunes_older_epoch_checkpoints(tmp_path):
+    cfg = CheckpointConfig(keep_last_epochs=2, no_last_checkpoints=True)
+    names = write_saves(CheckpointPolicy(cfg, tmp_path), BestMetric(cfg), [(e, e * 10, True) for e in (1, 2, 3, 4)])
+    assert names == ["checkpoint3.pt", "checkpoint4.pt"]

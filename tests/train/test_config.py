@@ -226,3 +226,12 @@ def test_non_strict_validation_drops_unknown_keys():
     with pytest.raises(W2v2Error, match="`dataset.from_a_newer_fairseq`"):
         validate_train_config(tree)
     assert validate_train_config(tree, strict=False) == load("demo_pretrain").cfg
+
+
+@pytest.mark.parametrize("name, override, message", [
+    ("wav2vec2_base_librispeech", "criterion.infonce=false", "`criterion.infonce` must be true"),
+    ("base_100h", "+criterion.post_process=wordpiece", "`criterion.post_process` must be one of letter"),
+], ids=["infonce", "post_process"])
+def test_criterion_variants_we_lack_are_refused(name, override, message):
+    assert message in error_of(name, override)
+    load(name)  # the one value that works: the recipe's

@@ -70,6 +70,7 @@ def test_tri_stage_explicit_steps():
     cfg = TriStageConfig(warmup_steps=10, hold_steps=5, decay_steps=10, final_lr_scale=0.01, lr=[1.0])
     assert lr_at(cfg, 5) == pytest.approx(0.01 + 0.99 / 2)
     assert lr_at(cfg, 14) == 1.0
+    assert lr_at(cfg, 20) == pytest.approx(0.1)  # half-way through the decay: the geometric mean of 1 and 0.01
     assert lr_at(cfg, 25) == pytest.approx(0.01)
 
 
@@ -111,3 +112,8 @@ def test_scheduler_state_is_fairseqs_best_loss():
 def test_invalid_schedules_name_the_key(schema, values, key):
     with pytest.raises(W2v2Error, match=f"`{key}`"):
         schema.from_dict(values, "lr_scheduler")
+
+
+def test_tri_stage_init_lr_scale_is_where_warmup_starts():
+    cfg = TriStageConfig(warmup_steps=10, hold_steps=0, decay_steps=10, init_lr_scale=0.5, lr=[1.0])
+    assert [lr_at(cfg, n) for n in (0, 5, 10)] == pytest.approx([0.5, 0.75, 1.0])

@@ -59,7 +59,6 @@ class AudioFinetuningConfig(AudioPretrainingConfig):
     eval_bleu_print_samples: bool = no_effect(False)
     autoregressive: bool = default_only(False, SEQ2SEQ)
     target_dictionary: Optional[str] = no_effect(None)
-    enable_padding: bool = no_effect(False)  # fine-tuning batches are always padded, in fairseq too
 
     LEGACY = {}  # eval_* are fields here
 
