@@ -22,7 +22,6 @@ RUN = "tests/train/test_run_keys.py::"
 SCHEDULES = "tests/train/test_lr_schedules.py::"
 SETUP = "tests/train/test_setup.py::"
 SCALER = "tests/train/test_loss_scaler.py::"
-TRAINER = "tests/train/test_trainer.py::"
 TASK = "tests/train/test_task.py::"
 MODEL = EFFECTS + "test_pretraining_key_changes_the_model"
 MASKS = EFFECTS + "test_masking_key_changes_the_masks"
@@ -46,13 +45,13 @@ USED_KEY_TESTS = {
     "common.fp16": SETUP + "test_fp16_asks_for_float16_with_loss_scaling",
     "common.fp16_init_scale": SETUP + "test_fp16_init_scale_is_the_first_loss_scale",
     "common.fp16_scale_window": SETUP + "test_fp16_scale_window_is_the_growth_interval",
-    "common.fp16_scale_tolerance": SCALER + "test_each_setting_changes_the_scales",
-    "common.min_loss_scale": SCALER + "test_the_stop_names_the_key",
-    "common.threshold_loss_scale": SCALER + "test_each_setting_changes_the_scales",
+    "common.fp16_scale_tolerance": SCALER + "test_fp16_settings_come_from_the_fp16_keys",
+    "common.min_loss_scale": SCALER + "test_fp16_settings_come_from_the_fp16_keys",
+    "common.threshold_loss_scale": SCALER + "test_fp16_settings_come_from_the_fp16_keys",
     "common.amp": SETUP + "test_the_trainer_takes_precision_and_loss_scaling_from_fp16_or_amp_keys",
     "common.amp_init_scale": SCALER + "test_amp_settings_come_from_the_amp_keys_without_tolerance_or_threshold",
     "common.amp_scale_window": SCALER + "test_amp_settings_come_from_the_amp_keys_without_tolerance_or_threshold",
-    "common.empty_cache_freq": TRAINER + "test_the_cache_is_emptied_after_updates_1_and_then_every_empty_cache_freq",
+    "common.empty_cache_freq": SETUP + "test_amp_and_empty_cache_freq_reach_the_trainer",
     "common.log_file": HYDRA + "test_log_file_gets_the_messages_and_empty_cache_freq_frees_the_cache",
     "dataset.required_batch_size_multiple": SETUP + "test_required_batch_size_multiple_cuts_training_and_validation_batches",
     "dataset.skip_invalid_size_inputs_valid_test": SETUP
