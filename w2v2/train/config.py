@@ -54,7 +54,7 @@ class CommonConfig(Group):
     min_loss_scale: float = 1e-4  # stop training when the scale would fall below this
     threshold_loss_scale: Optional[float] = None  # the scale never falls below this
     amp: bool = False  # torch.amp float16 autocast with a grad scaler: what fp16 does here
-    amp_batch_retries: int = no_effect(2)
+    amp_batch_retries: int = no_effect(2)  # fairseq retries an overflowing amp batch; here it is skipped as in fp16
     amp_init_scale: int = 128  # first loss scale with amp
     amp_scale_window: Optional[int] = None  # fp16_scale_window with amp
     user_dir: Optional[str] = default_only(None, "fairseq plug-in modules cannot be loaded")
@@ -133,7 +133,7 @@ class DatasetConfig(Group):
     skip_invalid_size_inputs_valid_test: bool = False  # drop validation items too long for a batch instead of failing
     max_tokens: Optional[int] = None  # samples per batch (sum over items of the longest item's length)
     batch_size: Optional[int] = None  # items per batch
-    required_batch_size_multiple: int = 8  # full batches are cut to a multiple of this many items
+    required_batch_size_multiple: int = 8  # batches of this many items or more are cut to a multiple of it
     required_seq_len_multiple: int = no_effect(1)  # fairseq's audio datasets ignore it too
     dataset_impl: Optional[str] = no_effect(None)
     data_buffer_size: int = no_effect(10)

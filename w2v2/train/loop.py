@@ -157,7 +157,8 @@ class TrainingRun:
         trainer, cfg = self.trainer, self.cfg
         iterations = len(self.train_data.sampler.batches()) if end_of_epoch else self.state.iterations_in_epoch
         extra = {
-            "train_iterator": {"epoch": self.state.epoch, "iterations_in_epoch": iterations, "shuffle": True},
+            "train_iterator": {"epoch": self.state.epoch, "iterations_in_epoch": iterations,
+                               "shuffle": self.state.epoch > cfg.dataset.curriculum},
             "val_loss": metric, "best": self.best.value, "metrics": {},
             "previous_training_time": self.state.previous_training_time + self.elapsed(),
             "w2v2": {"rng": rng_state(), "grad_scaler": trainer.scaler.state_dict(), "history": self.state.history},
