@@ -238,7 +238,8 @@ def test_fixed_validation_seed_draws_the_validation_masks(tiny_manifest, tmp_pat
     default = validation_loss(tiny_manifest, tmp_path / "a")  # seeded with common.seed = 1
     same = validation_loss(tiny_manifest, tmp_path / "b", "dataset.fixed_validation_seed=1")
     other = validation_loss(tiny_manifest, tmp_path / "c", "dataset.fixed_validation_seed=5")
-    assert default == same != other
+    # equal up to the summation order of multi-threaded kernels; another seed draws other masks
+    assert default == pytest.approx(same, rel=1e-6) and other != pytest.approx(default, rel=1e-3)
 
 
 def test_max_valid_steps_bounds_the_validation_batches(tiny_manifest, tmp_path, monkeypatch):
@@ -255,7 +256,8 @@ def test_max_valid_steps_bounds_the_validation_batches(tiny_manifest, tmp_path, 
 def test_stop_time_hours_stops_the_run(tiny_manifest, tmp_path):
     summary = loop.train(pretrain(tiny_manifest, "optimization.max_update=1000", "optimization.stop_time_hours=1e-9",
                                   "checkpoint.save_interval_updates=0"), tmp_path)
-    assert summary.num_updates == 1  # fairseq checks the time after every update
+    # checked after every update (as fairseq does) and before the first epoch, where 3.6 microseconds may be gone
+    assert summary.num_updates <= 1
 
 
 def test_stop_min_lr_stops_at_the_start_of_an_epoch(tiny_manifest, tmp_path):

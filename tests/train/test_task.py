@@ -114,7 +114,7 @@ def test_loss_weights_weigh_the_extra_losses(tiny_manifest):
     weighted = contrastive_logs(tiny_manifest)  # the YAML's [0.1, 10]
     heavier = contrastive_logs(tiny_manifest, "criterion.loss_weights=[1.0,100.0]")
     none = contrastive_logs(tiny_manifest, "criterion.loss_weights=[0,0]")
-    assert heavier["loss_0"] == weighted["loss_0"] and "loss_1" not in none
+    assert heavier["loss_0"] == pytest.approx(weighted["loss_0"]) and "loss_1" not in none
     for term in ("loss_1", "loss_2"):  # the diversity and feature penalties, each 10 times heavier
         assert heavier[term] == pytest.approx(10 * weighted[term])
     assert none["loss"] == pytest.approx(weighted["loss_0"])
