@@ -120,9 +120,10 @@ def test_cpu_forces_the_cpu_over_the_requested_device(tiny_manifest, monkeypatch
 
 def test_bf16_trains_under_bfloat16_autocast(tiny_manifest, tmp_path):
     trainer = run_of(tiny_manifest, tmp_path, "common.bf16=true").trainer
-    with trainer._autocast():
+    with trainer._autocast(trainer.precision.autocast_dtype):
         assert torch.nn.Linear(2, 2)(torch.randn(1, 2)).dtype == torch.bfloat16
-    with run_of(tiny_manifest, tmp_path / "fp32").trainer._autocast():
+    fp32 = run_of(tiny_manifest, tmp_path / "fp32").trainer
+    with fp32._autocast(fp32.precision.autocast_dtype):
         assert torch.nn.Linear(2, 2)(torch.randn(1, 2)).dtype == torch.float32
 
 
@@ -135,7 +136,7 @@ def test_fp16_asks_for_float16_with_loss_scaling(tiny_manifest, tmp_path):
 @pytest.fixture
 def loss_scaling_on_cpu(monkeypatch):
     """Dynamic loss scaling on the CPU, as fp16 would have it on an accelerator (torch allows it)."""
-    monkeypatch.setattr(setup.devices, "precision", lambda device, fp16, bf16: devices.Precision(None, True))
+    monkeypatch.setattr(setup.devices, "precision", lambda device, fp16, bf16, amp=False: devices.Precision(None, True))
 
 
 def test_fp16_init_scale_is_the_first_loss_scale(tiny_manifest, tmp_path, loss_scaling_on_cpu):
