@@ -139,9 +139,9 @@ def build_groups(tree: Mapping[str, Any], registry: Mapping[str, Schema], strict
         if group not in root and isinstance(entry, type):
             root[group] = OmegaConf.structured(entry)
     _check_missing(root, _marked_missing(tree), source)
+    for group in root:
+        _link(root, group)
     groups = {group: _to_object(root, group) for group in root}
-    for group, obj in groups.items():
-        _fill_links(obj, groups)
     for group, obj in groups.items():
         _check_default_only(obj, group)
         obj.check(group)
@@ -217,18 +217,13 @@ def _to_object(root: DictConfig, group: str) -> Group:
         raise _unresolvable(error, group) from error
 
 
-def _fill_links(obj: Group, groups: Mapping[str, Group]) -> None:
-    hints = typing.get_type_hints(type(obj))
-    for item in dataclasses.fields(obj):
+def _link(root: DictConfig, group: str) -> None:
+    """Unset linked fields become fairseq's `${path}` interpolations (OmegaConf converts the type)."""
+    node = root[group]
+    for item in dataclasses.fields(OmegaConf.get_type(node)):
         path = item.metadata.get("link")
-        if not path or getattr(obj, item.name) is not None:
-            continue
-        group, key = path.split(".")
-        if group in groups:
-            value = copy.deepcopy(getattr(groups[group], key))
-            if float in typing.get_args(hints[item.name]) and isinstance(value, int) and not isinstance(value, bool):
-                value = float(value)
-            setattr(obj, item.name, value)
+        if path and node[item.name] is None and path.split(".")[0] in root:
+            node[item.name] = "${" + path + "}"
 
 
 def _check_default_only(obj: Group, group: str) -> None:

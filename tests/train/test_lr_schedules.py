@@ -6,7 +6,7 @@ import pytest
 import torch
 
 from w2v2.errors import W2v2Error
-from w2v2.train.lr_schedules import FixedConfig, LrScheduler, PolynomialDecayConfig, TriStageConfig, lr_at
+from w2v2.train.lr_schedules import FixedConfig, LrScheduler, PolynomialDecayConfig, TriStageConfig
 
 
 def base_pretraining() -> PolynomialDecayConfig:
@@ -32,14 +32,14 @@ def tri_stage(max_update: int, peak: float) -> TriStageConfig:
     ],
 )
 def test_polynomial_decay_base_pretraining(update, expected):
-    assert lr_at(base_pretraining(), update) == pytest.approx(expected, rel=1e-12, abs=1e-18)
+    assert base_pretraining().lr_at(update) == pytest.approx(expected, rel=1e-12, abs=1e-18)
 
 
 def test_polynomial_decay_power_and_end_lr():
     cfg = PolynomialDecayConfig(warmup_updates=0, total_num_update=100.0, power=2.0, end_learning_rate=1e-5, lr=[1e-3])
-    assert lr_at(cfg, 0) == pytest.approx(1e-3)
-    assert lr_at(cfg, 50) == pytest.approx((1e-3 - 1e-5) * 0.25 + 1e-5)
-    assert lr_at(cfg, 100) == 1e-5
+    assert cfg.lr_at(0) == pytest.approx(1e-3)
+    assert cfg.lr_at(50) == pytest.approx((1e-3 - 1e-5) * 0.25 + 1e-5)
+    assert cfg.lr_at(100) == 1e-5
 
 
 @pytest.mark.parametrize(
@@ -63,20 +63,20 @@ def test_tri_stage_phases_from_ratio(max_update, phases):
     ],
 )
 def test_tri_stage_base_100h(update, expected):
-    assert lr_at(tri_stage(80000, 3e-5), update) == pytest.approx(expected, rel=1e-12)
+    assert tri_stage(80000, 3e-5).lr_at(update) == pytest.approx(expected, rel=1e-12)
 
 
 def test_tri_stage_explicit_steps():
     cfg = TriStageConfig(warmup_steps=10, hold_steps=5, decay_steps=10, final_lr_scale=0.01, lr=[1.0])
-    assert lr_at(cfg, 5) == pytest.approx(0.01 + 0.99 / 2)
-    assert lr_at(cfg, 14) == 1.0
-    assert lr_at(cfg, 20) == pytest.approx(0.1)  # half-way through the decay: the geometric mean of 1 and 0.01
-    assert lr_at(cfg, 25) == pytest.approx(0.01)
+    assert cfg.lr_at(5) == pytest.approx(0.01 + 0.99 / 2)
+    assert cfg.lr_at(14) == 1.0
+    assert cfg.lr_at(20) == pytest.approx(0.1)  # half-way through the decay: the geometric mean of 1 and 0.01
+    assert cfg.lr_at(25) == pytest.approx(0.01)
 
 
 def test_fixed_warmup_reaches_lr_one_update_early():
     cfg = FixedConfig(warmup_updates=4, lr=[1e-3])
-    assert [lr_at(cfg, n) for n in range(5)] == pytest.approx([2.5e-4, 5e-4, 7.5e-4, 1e-3, 1e-3])
+    assert [cfg.lr_at(n) for n in range(5)] == pytest.approx([2.5e-4, 5e-4, 7.5e-4, 1e-3, 1e-3])
 
 
 def test_scheduler_sets_the_optimizer_lr_for_the_next_update():
@@ -116,4 +116,4 @@ def test_invalid_schedules_name_the_key(schema, values, key):
 
 def test_tri_stage_init_lr_scale_is_where_warmup_starts():
     cfg = TriStageConfig(warmup_steps=10, hold_steps=0, decay_steps=10, init_lr_scale=0.5, lr=[1.0])
-    assert [lr_at(cfg, n) for n in (0, 5, 10)] == pytest.approx([0.5, 0.75, 1.0])
+    assert [cfg.lr_at(n) for n in (0, 5, 10)] == pytest.approx([0.5, 0.75, 1.0])

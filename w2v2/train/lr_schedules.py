@@ -34,12 +34,19 @@ class PolynomialDecayConfig(Group):
     def check(self, where: str) -> None:
         _single_lr(self.lr, where)
         at_least(self.warmup_updates, 0, f"{where}.warmup_updates")
-        require(
-            self.total_num_update is not None and self.total_num_update > 0,
-            f"{where}.total_num_update",
-            "must be > 0 (it defaults to `optimization.max_update`, so set one of them), "
-            f"but is {self.total_num_update} instead.",
-        )
+        require(self.total_num_update is not None and self.total_num_update > 0, f"{where}.total_num_update",
+                f"must be > 0 (it defaults to `optimization.max_update`, so set one of them), but is "
+                f"{self.total_num_update} instead.")
+
+    def lr_at(self, num_updates: int) -> float:
+        """The lr of the update that starts after `num_updates` updates."""
+        peak, warmup, total = _peak(self), self.warmup_updates, self.total_num_update
+        if warmup > 0 and num_updates <= warmup:
+            return num_updates / float(warmup) * peak
+        if num_updates >= total:
+            return self.end_learning_rate
+        pct_remaining = 1 - (num_updates - warmup) / (total - warmup)
+        return (peak - self.end_learning_rate) * pct_remaining**self.power + self.end_learning_rate
 
 
 @dataclass
@@ -59,17 +66,10 @@ class TriStageConfig(Group):
     def check(self, where: str) -> None:
         _single_lr(self.lr, where)
         if self.phase_ratio is not None:
-            require(
-                len(self.phase_ratio) == 3 and math.isclose(sum(self.phase_ratio), 1.0),
-                f"{where}.phase_ratio",
-                f"must be three fractions that add up to 1, but is {list(self.phase_ratio)} instead.",
-            )
-            require(
-                self.max_update is not None and self.max_update > 0,
-                f"{where}.max_update",
-                "must be > 0 when phase_ratio is set (it defaults to `optimization.max_update`), "
-                f"but is {self.max_update} instead.",
-            )
+            require(len(self.phase_ratio) == 3 and math.isclose(sum(self.phase_ratio), 1.0), f"{where}.phase_ratio",
+                    f"must be three fractions that add up to 1, but is {list(self.phase_ratio)} instead.")
+            require(self.max_update is not None and self.max_update > 0, f"{where}.max_update", "must be > 0 when "
+                    f"phase_ratio is set (it defaults to `optimization.max_update`), but is {self.max_update} instead.")
         for name, steps in zip(("warmup_steps", "hold_steps", "decay_steps"), self.steps()):
             at_least(steps, 0, f"{where}.{name}")
         # fairseq divides by decay_steps and takes log(final_lr_scale) unconditionally.
@@ -82,6 +82,20 @@ class TriStageConfig(Group):
             return self.warmup_steps, self.hold_steps, self.decay_steps
         total = self.max_update or 0
         return tuple(int(total * ratio) for ratio in self.phase_ratio)  # type: ignore[return-value]
+
+    def lr_at(self, num_updates: int) -> float:
+        """The lr of the update that starts after `num_updates` updates."""
+        peak = _peak(self)
+        init_lr, final_lr = self.init_lr_scale * peak, self.final_lr_scale * peak
+        warmup, hold, decay = self.steps()
+        if num_updates < warmup:
+            return init_lr + (peak - init_lr) / warmup * num_updates
+        if num_updates < warmup + hold:
+            return peak
+        if num_updates <= warmup + hold + decay:
+            decay_factor = -math.log(self.final_lr_scale) / decay
+            return peak * math.exp(-decay_factor * (num_updates - warmup - hold))
+        return final_lr
 
 
 @dataclass
@@ -98,52 +112,16 @@ class FixedConfig(Group):
         _single_lr(self.lr, where)
         at_least(self.warmup_updates, 0, f"{where}.warmup_updates")
 
+    def lr_at(self, num_updates: int) -> float:
+        """The lr of the update that starts after `num_updates` updates."""
+        peak, warmup = _peak(self), self.warmup_updates
+        if warmup > 0 and num_updates < warmup:
+            return (num_updates + 1) / float(warmup) * peak
+        return peak
+
 
 LrSchedulerConfig = Union[PolynomialDecayConfig, TriStageConfig, FixedConfig]
 LR_SCHEDULER_CONFIGS = {"polynomial_decay": PolynomialDecayConfig, "tri_stage": TriStageConfig, "fixed": FixedConfig}
-
-
-def polynomial_decay_lr(cfg: PolynomialDecayConfig, num_updates: int) -> float:
-    """The lr of the update that starts after `num_updates` updates."""
-    peak, warmup, total = _peak(cfg), cfg.warmup_updates, cfg.total_num_update
-    if warmup > 0 and num_updates <= warmup:
-        return num_updates / float(warmup) * peak
-    if num_updates >= total:
-        return cfg.end_learning_rate
-    pct_remaining = 1 - (num_updates - warmup) / (total - warmup)
-    return (peak - cfg.end_learning_rate) * pct_remaining**cfg.power + cfg.end_learning_rate
-
-
-def tri_stage_lr(cfg: TriStageConfig, num_updates: int) -> float:
-    """The lr of the update that starts after `num_updates` updates."""
-    peak = _peak(cfg)
-    init_lr, final_lr = cfg.init_lr_scale * peak, cfg.final_lr_scale * peak
-    warmup, hold, decay = cfg.steps()
-    if num_updates < warmup:
-        return init_lr + (peak - init_lr) / warmup * num_updates
-    if num_updates < warmup + hold:
-        return peak
-    if num_updates <= warmup + hold + decay:
-        decay_factor = -math.log(cfg.final_lr_scale) / decay
-        return peak * math.exp(-decay_factor * (num_updates - warmup - hold))
-    return final_lr
-
-
-def fixed_lr(cfg: FixedConfig, num_updates: int) -> float:
-    """The lr of the update that starts after `num_updates` updates."""
-    peak, warmup = _peak(cfg), cfg.warmup_updates
-    if warmup > 0 and num_updates < warmup:
-        return (num_updates + 1) / float(warmup) * peak
-    return peak
-
-
-def lr_at(cfg: LrSchedulerConfig, num_updates: int) -> float:
-    """The lr that schedule `cfg` gives the update starting after `num_updates` updates."""
-    if isinstance(cfg, PolynomialDecayConfig):
-        return polynomial_decay_lr(cfg, num_updates)
-    if isinstance(cfg, TriStageConfig):
-        return tri_stage_lr(cfg, num_updates)
-    return fixed_lr(cfg, num_updates)
 
 
 class LrScheduler:
@@ -157,7 +135,7 @@ class LrScheduler:
 
     def lr_at(self, num_updates: int) -> float:
         """The lr of the update that starts after `num_updates` updates."""
-        return lr_at(self.cfg, num_updates)
+        return self.cfg.lr_at(num_updates)
 
     def step_update(self, num_updates: int) -> float:
         """Set the optimizer's lr for the next update (call after every update) and return it."""
@@ -191,8 +169,5 @@ def _peak(cfg: LrSchedulerConfig) -> float:
 
 
 def _single_lr(lr: Optional[List[float]], where: str) -> None:
-    require(
-        lr is not None and len(lr) == 1 and lr[0] >= 0,
-        f"{where}.lr",
-        f"(from `optimization.lr`) must hold one lr >= 0 (per-epoch lr lists are not supported), but is {lr} instead.",
-    )
+    require(lr is not None and len(lr) == 1 and lr[0] >= 0, f"{where}.lr", "(from `optimization.lr`) must hold "
+            f"one lr >= 0 (per-epoch lr lists are not supported), but is {lr} instead.")
