@@ -15,9 +15,11 @@ group's own `check` run.
 
 from __future__ import annotations
 
+import ast
 import copy
 import dataclasses
 import difflib
+import json
 import typing
 from dataclasses import dataclass, field
 from typing import Any, ClassVar, Dict, List, Mapping, Optional, Sequence, Type, TypeVar, Union
@@ -196,18 +198,26 @@ def _node(group: str, values: Any, registry: Mapping[str, Schema], strict: bool)
 
 
 def _lists_for_scalars(schema: type, values: Dict[str, Any]) -> Dict[str, Any]:
-    """fairseq accepts `lr: 0.001` for a list field; so do we."""
+    """fairseq accepts `lr: 0.001` for a list field, and pre-2021 `args` hold tuples as strings such as
+    "(2,0.5,0.999995)"; so do we."""
     hints = typing.get_type_hints(schema)
     for key, value in values.items():
-        if _is_list_type(hints[key]) and isinstance(value, (int, float)) and not isinstance(value, bool):
+        if not _is_sequence_type(hints[key]):
+            continue
+        if isinstance(value, (int, float)) and not isinstance(value, bool):
             values[key] = [value]
+        elif isinstance(value, str) and value.strip().startswith("("):
+            try:
+                values[key] = list(ast.literal_eval(value))
+            except (SyntaxError, ValueError, TypeError):
+                pass  # left as it is, the type check names the key
     return values
 
 
-def _is_list_type(hint: Any) -> bool:
+def _is_sequence_type(hint: Any) -> bool:
     if typing.get_origin(hint) is Union:
-        return any(_is_list_type(arg) for arg in typing.get_args(hint))
-    return typing.get_origin(hint) is list
+        return any(_is_sequence_type(arg) for arg in typing.get_args(hint))
+    return typing.get_origin(hint) in (list, tuple)
 
 
 def _to_object(root: DictConfig, group: str) -> Group:
@@ -231,14 +241,7 @@ def _check_default_only(obj: Group, group: str) -> None:
         default = default_of(item)
         if effect(item) == DEFAULT_ONLY and getattr(obj, item.name) != default:
             require(False, f"{group}.{item.name}", f"is not supported ({item.metadata['reason']}); it must be "
-                    f"{_yaml(default)}, but is {_yaml(getattr(obj, item.name))} instead.")
-
-
-def _yaml(value: Any) -> str:
-    """A value as YAML writes it (null, true, 0.5, 'text')."""
-    if value is None or isinstance(value, bool):
-        return {None: "null", True: "true", False: "false"}[value]
-    return str(value) if isinstance(value, (int, float)) else repr(value)
+                    f"{json.dumps(default)}, but is {json.dumps(getattr(obj, item.name))} instead.")
 
 
 def default_of(item: dataclasses.Field) -> Any:

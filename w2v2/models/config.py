@@ -5,7 +5,7 @@ from __future__ import annotations
 import ast
 import dataclasses
 from dataclasses import dataclass, field
-from typing import Any, Dict, List, Optional, Tuple
+from typing import Any, List, Optional, Tuple
 
 from w2v2.errors import W2v2Error
 from w2v2.schema import Group, default_only, linked, no_effect, one_of, require
@@ -123,16 +123,6 @@ class Wav2Vec2Config(MaskConfig):
     adp_dim: int = no_effect(64)
     adp_act_fn: str = no_effect("relu")
     adp_trf_idx: str = no_effect("all")
-
-    @classmethod
-    def prepare(cls, values: Dict[str, Any]) -> Dict[str, Any]:
-        """Legacy `args` store latent_temp as the string "(2,0.5,0.999995)"."""
-        if isinstance(values.get("latent_temp"), str):
-            try:
-                values["latent_temp"] = list(ast.literal_eval(values["latent_temp"]))
-            except (SyntaxError, ValueError, TypeError) as error:
-                raise W2v2Error(f"`model.latent_temp` must be three numbers, but is {values['latent_temp']!r}.") from error
-        return values
 
     def check(self, where: str) -> None:
         super().check(where)

@@ -51,7 +51,7 @@ def load_train_config(config_dir: Optional[str], config_name: str, overrides: Se
     path, text = find_config(config_dir, config_name)
     tree, hydra = _parse_yaml(text, path)
     label = os.path.basename(path)
-    hydra = _merge_hydra(hydra, apply_overrides(tree, overrides, label))
+    hydra = OmegaConf.to_container(OmegaConf.merge(hydra, apply_overrides(tree, overrides, label)), resolve=False)
     cfg = validate_train_config(tree, source=label)
     return LoadedConfig(cfg=cfg, run_dir=_run_dir(hydra), config_path=path, hydra=hydra)
 
@@ -179,7 +179,7 @@ def _check_settable(tree: Dict[str, Any], path: List[str], source: str) -> None:
     if group in EXTRA_GROUPS:
         return
     if group not in REGISTRY:
-        raise W2v2Error(f"`{group}` is not a config group.{suggest(group, _all_groups())}")
+        raise W2v2Error(f"`{group}` is not a config group.{suggest(group, list(REGISTRY) + list(EXTRA_GROUPS))}")
     name = tree.get(group, {}).get("_name") if isinstance(tree.get(group), dict) else None
     keys = group_keys(group, name)
     if len(path) == 2 and path[1] in keys:
@@ -188,10 +188,6 @@ def _check_settable(tree: Dict[str, Any], path: List[str], source: str) -> None:
                         f"lists, although `{path[1]}` is a valid {name} field.")
     raise W2v2Error(f"`{key}` is not a key of the `{group}` group{f' ({name})' if name else ''}."
                     f"{suggest(path[-1], keys, group)}")
-
-
-def _merge_hydra(base: Dict[str, Any], overrides: Dict[str, Any]) -> Dict[str, Any]:
-    return OmegaConf.to_container(OmegaConf.merge(base, overrides), resolve=False)
 
 
 def _run_dir(hydra: Mapping[str, Any]) -> str:
@@ -224,7 +220,3 @@ def _delete(tree: Dict[str, Any], path: List[str]) -> bool:
         tree = tree[key]
     del tree[path[-1]]
     return True
-
-
-def _all_groups() -> List[str]:
-    return list(REGISTRY) + list(EXTRA_GROUPS)

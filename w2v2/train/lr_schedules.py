@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass
-from typing import Iterable, List, Optional, Tuple, Union
+from typing import List, Optional, Tuple, Union
 
 from w2v2.errors import W2v2Error
 from w2v2.schema import Group, at_least, default_only, linked, no_effect, require
@@ -140,7 +140,7 @@ class LrScheduler:
     def step_update(self, num_updates: int) -> float:
         """Set the optimizer's lr for the next update (call after every update) and return it."""
         lr = self.lr_at(num_updates)
-        for group in _param_groups(self.optimizer):
+        for group in [] if self.optimizer is None else self.optimizer.param_groups:  # type: ignore[attr-defined]
             group["lr"] = lr
         return lr
 
@@ -156,10 +156,6 @@ class LrScheduler:
     def load_state_dict(self, state: dict) -> None:
         """Restore what `state_dict` returned (or fairseq stored)."""
         self.best = state.get("best")
-
-
-def _param_groups(optimizer: Optional[object]) -> Iterable[dict]:
-    return [] if optimizer is None else optimizer.param_groups  # type: ignore[attr-defined]
 
 
 def _peak(cfg: LrSchedulerConfig) -> float:
