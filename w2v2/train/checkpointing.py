@@ -219,12 +219,14 @@ def find_restore(cfg: CheckpointConfig, save_dir: Path) -> Optional[Tuple[Path, 
 
 
 def _resume_candidates(save_dir: Path, suffix: str) -> List[Path]:
-    """checkpoint_last, interval, epoch and best checkpoints, newest first (checkpoint_last first on a tie)."""
+    """checkpoint_last, interval and epoch checkpoints, newest first (checkpoint_last first on a tie), then
+    checkpoint_best: a save writes it together with one of the others, which holds the same state."""
     if not save_dir.is_dir():
         return []
     pattern = rf"checkpoint(_last|_best|\d+|_\d+_\d+){re.escape(suffix)}\.pt"
     found = [p for p in save_dir.iterdir() if re.fullmatch(pattern, p.name) and p.is_file()]
-    return sorted(found, key=lambda p: (p.stat().st_mtime_ns, p.name.startswith("checkpoint_last")), reverse=True)
+    return sorted(found, key=lambda p: (not p.name.startswith("checkpoint_best"), p.stat().st_mtime_ns,
+                                        p.name.startswith("checkpoint_last")), reverse=True)
 
 
 def world_size_position(state: Dict[str, Any], world_size: int) -> int:

@@ -189,7 +189,7 @@ class TrainingRun:
         with torch.random.fork_rng(devices=[]):
             torch.manual_seed(seed)
             for i, (name, data) in enumerate(self.valid_data.items()):
-                values = self._validate_subset(data)
+                values = self._validate_subset(name, data)
                 if i == 0:
                     first = values.get(metric_name)
                     if first is not None:
@@ -200,15 +200,21 @@ class TrainingRun:
                 self.state.history.append(record)
         return first
 
-    def _validate_subset(self, data: DataPipeline) -> Dict[str, float]:
+    def _validate_subset(self, name: str, data: DataPipeline) -> Dict[str, float]:
         start = time.time()
         data.sampler.set_epoch(1)
-        logs = []
+        logs, bad = [], []
         limit = self.cfg.dataset.max_valid_steps
         for i, batch in enumerate(data.loader):
             if limit and i >= limit:
                 break
             logs.append(self.trainer.valid_step(batch))
+            if not math.isfinite(logs[-1].get("loss", 0.0)):
+                bad += nonfinite_batches([batch], data.dataset.paths)
+        if bad:
+            logger.warning("validation loss is not finite on %d utterances of %r, so this validation cannot make a "
+                           "best checkpoint; their batches held %s", len(bad), name, ", ".join(bad[:20]) +
+                           (" ..." if len(bad) > 20 else ""))
         sums = all_reduce_sums(sum_logs(logs), self.device)
         values = derive(sums, time.time() - start, 0)
         values["num_updates"] = self.trainer.num_updates
