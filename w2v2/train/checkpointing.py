@@ -239,8 +239,7 @@ def world_size_position(state: Dict[str, Any], world_size: int) -> int:
     if written_by == world_size or saved == 0:
         return saved
     position = saved * written_by // world_size
-    logger.warning("the checkpoint was written by %d processes and this run has %d: the epoch continues at step "
-                   "%d of each process (step %d of %d before), the same share of the epoch; the utterances of its "
-                   "remaining steps differ from those of an uninterrupted run.", written_by, world_size, position,
-                   saved, written_by)
+    logger.warning("the checkpoint was written by %d processes, each at step %d of the epoch, and this run has %d: "
+                   "each continues at step %d, the same share of the epoch (which utterances the remaining steps "
+                   "hold differs from an uninterrupted run).", written_by, saved, world_size, position)
     return position

@@ -240,6 +240,14 @@ class TrainingRun:
                         break
                     self.state.epoch += 1
                     self.state.iterations_in_epoch = 0
+            except RuntimeError as error:
+                if self.info.world_size > 1 and _collective_failure(error):
+                    raise W2v2Error(
+                        f"rank {self.info.rank}: an exchange with the other ranks failed after update "
+                        f"{self.trainer.num_updates} ({str(error).splitlines()[0].strip()}): another rank died, or did "
+                        "not answer within `distributed_training.heartbeat_timeout` (seconds; -1: 30 minutes). The "
+                        "newest checkpoint is kept; run the same command again to resume from it.") from error
+                raise
             finally:
                 self.log.close()
         wps = [r.get("train_wps", 0.0) for r in self.state.history if "train_wps" in r]
@@ -385,6 +393,14 @@ class TrainingRun:
     def _finish_epoch_logs(self, logs: List[Dict[str, float]], seconds: float) -> None:
         if logs:
             self.state.history.append(self._log_train("train", logs, seconds, 0.0))
+
+
+def _collective_failure(error: RuntimeError) -> bool:
+    """Whether `error` is a collective that timed out or lost its peer (gloo's, NCCL's and HCCL's wording)."""
+    text = str(error).lower()
+    return isinstance(error, torch.distributed.DistError) or any(
+        word in text for word in ("timed out", "timeout", "connection closed", "connection reset", "broken pipe",
+                                  "nccl", "hccl", "gloo"))
 
 
 def _all_ranks_wait() -> None:
