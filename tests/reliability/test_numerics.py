@@ -9,7 +9,7 @@ import pytest
 from w2v2.interop.safe_load import load_checkpoint_file
 from w2v2.train import health, loop
 from w2v2.train.health import TrainingDiverged
-from tests.reliability.faults import copy_corpus, poison, updates_of
+from tests.reliability.faults import command, copy_corpus, poison, start, updates_of
 from tests.train.tiny_configs import finetuning, pretraining
 
 
@@ -56,3 +56,16 @@ def test_divergence_stops_with_a_message_and_the_last_applied_update_saved(tiny_
     else:
         assert "no longer finite, so nothing was saved" in message and not last.exists()
     assert "`optimization.lr` (now [1000.0])" in message and "\n" not in message
+
+
+@pytest.mark.slow
+def test_divergence_through_the_command_exits_2_without_a_traceback(tiny_manifest, tmp_path):
+    run = tmp_path / "run"
+    process = start(command(tiny_manifest, run, "optimization.lr=[1000.0]", "optimization.max_update=400",
+                            "lr_scheduler.warmup_updates=0", "checkpoint.save_interval_updates=1000",
+                            "dataset.disable_validation=true"))
+    output, _ = process.communicate(timeout=900)
+    assert process.returncode == 2, output[-3000:]
+    assert f"w2v2-hydra-train: error: training diverged: {health.NONFINITE_STOP} updates in a row" in output
+    assert "Traceback" not in output and "FloatingPointError" not in output
+    assert "loss scale" not in output  # fp32: no scaler to blame

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import signal
 import subprocess
 import sys
@@ -44,10 +45,16 @@ def test_manifest_with_only_its_root_line_stops_through_the_command(tiny_manifes
 
 @pytest.mark.parametrize("signum", [signal.SIGTERM, signal.SIGINT])
 def test_signal_finishes_the_update_saves_and_exits_128_plus_n(tiny_manifest, tmp_path, signum):
+    """SIGTERM as `kill PID` sends it; SIGINT as a terminal's Ctrl-C does, to the process group, data workers too."""
     run = tmp_path / "run"
-    process = start(command(tiny_manifest, run, "optimization.max_update=500", "checkpoint.save_interval_updates=1000"))
+    workers = 1 if signum == signal.SIGINT else 0
+    process = start(command(tiny_manifest, run, "optimization.max_update=500", "checkpoint.save_interval_updates=1000",
+                            f"dataset.num_workers={workers}"))
     wait_for_update(process, run, 2)
-    process.send_signal(signum)
+    if workers:
+        os.killpg(process.pid, signum)
+    else:
+        process.send_signal(signum)
     output, _ = process.communicate(timeout=120)
     assert process.returncode == 128 + signum, output[-3000:]
     last = run / "checkpoints" / "checkpoint_last.pt"
@@ -57,6 +64,7 @@ def test_signal_finishes_the_update_saves_and_exits_128_plus_n(tiny_manifest, tm
     stopped = [line for line in output.splitlines() if "stopped by" in line]
     assert len(stopped) == 1 and f"stopped by {signum.name} after update {saved}: saved {last}" in stopped[0]
     assert "Traceback" not in output and "KeyboardInterrupt" not in output
+    assert output.count(f"{signum.name} received") == 1  # the data worker left it to the training process
 
 
 STOP_SIGNALS_SCRIPT = textwrap.dedent("""
