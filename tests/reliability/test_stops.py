@@ -88,3 +88,14 @@ def test_a_second_ctrl_c_exits_at_once_but_a_forwarded_copy_of_the_first_does_no
     assert f"still running after {int(signal.SIGINT)}" in done.stdout
     assert done.returncode == 130 and "left normally" not in done.stdout
     assert "SIGINT received again: exiting at once, without saving." in done.stderr
+
+
+def test_ctrl_c_before_the_first_update_says_nothing_was_saved(tiny_manifest, tmp_path, monkeypatch, capsys):
+    def interrupted_while_setting_up(cfg, run_dir):
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(loop, "train", interrupted_while_setting_up)
+    code = main(["--config-dir", str(FIXTURE_CONFIGS), "--config-name", "tiny_pretrain", f"task.data={tiny_manifest}",
+                 f"hydra.run.dir={tmp_path}"])
+    err = capsys.readouterr().err
+    assert code == 130 and "interrupted before training started; nothing was saved." in err and "Traceback" not in err

@@ -110,7 +110,8 @@ def _worker_failure(error: Any) -> int:
     rank, first = error.get_first_failure()
     how = f"was killed by {first.signal_name()}" if first.exitcode < 0 else f"exited with status {first.exitcode}"
     print(f"w2v2-hydra-train: error: rank {rank} (pid {first.pid}) {how}, so the launcher stopped the other "
-          "ranks (any messages it wrote are above). Nothing was saved after the last checkpoint; run the same command again to resume from it.", file=sys.stderr)
+          "ranks (any messages it wrote are above). Nothing was saved after the last checkpoint; run the same "
+          "command again to resume from it.", file=sys.stderr)
     return 1
 
 

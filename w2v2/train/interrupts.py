@@ -4,7 +4,8 @@ A scheduler (Slurm, Kubernetes, torchrun's agent) sends SIGTERM and kills the jo
 Ctrl-C sends SIGINT. The first such signal only sets a flag: the run finishes the update in progress,
 writes `checkpoint_last.pt` and raises `TrainingInterrupted`. A second signal exits at once, unsaved.
 With several processes every rank must stop after the same update (a rank that leaves early blocks the
-others in their next all-reduce), so after each update the ranks agree on the flag with one all-reduce.
+others in their next all-reduce), so after each update the ranks agree on the flag with one all-reduce,
+and wait for rank 0's file before they leave; a collective that fails (a peer died or hung) is recognised.
 """
 
 from __future__ import annotations
@@ -79,3 +80,21 @@ class StopSignals:
             dist.all_reduce(flag, op=dist.ReduceOp.MAX)
             received = int(flag.item())
         return received or None
+
+
+def collective_failure(error: RuntimeError) -> bool:
+    """Whether `error` is a collective that timed out or lost its peer (gloo's, NCCL's and HCCL's wording)."""
+    import torch.distributed as dist
+
+    text = str(error).lower()
+    return isinstance(error, dist.DistError) or any(
+        word in text for word in ("timed out", "timeout", "connection closed", "connection reset", "broken pipe",
+                                  "nccl", "hccl", "gloo"))
+
+
+def all_ranks_wait() -> None:
+    """A barrier of all ranks (nothing with one process)."""
+    import torch.distributed as dist
+
+    if dist.is_available() and dist.is_initialized():
+        dist.barrier()

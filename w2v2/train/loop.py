@@ -17,16 +17,17 @@ from w2v2 import devices
 from w2v2.errors import W2v2Error
 from w2v2.interop.checkpoints import checkpoint_dict, load_state
 from w2v2.interop.safe_load import load_checkpoint_file
-from w2v2.schema import ineffective_settings
 from w2v2.fileio import remove_stale_temp_files
-from w2v2.train.checkpointing import (BestMetric, CheckpointPolicy, at_least_as_good, find_restore, load_optimizer_state,
-                                      rng_state, set_rng_state, world_size_position)
+from w2v2.schema import ineffective_settings
+from w2v2.train.checkpointing import (BestMetric, CheckpointPolicy, at_least_as_good, find_restore,
+                                      load_optimizer_state, rng_state, set_rng_state, world_size_position)
 from w2v2.train.config import TrainConfig
 from w2v2.train.health import HealthMonitor, TrainingDiverged, nonfinite_batches
-from w2v2.train.interrupts import StopSignals, TrainingInterrupted, signal_name
+from w2v2.train.interrupts import StopSignals, TrainingInterrupted, all_ranks_wait, collective_failure, signal_name
 from w2v2.train.progress import RunLog, derive
 from w2v2.train.setup import (DataPipeline, ProcessInfo, build_pipeline, build_trainer, choose_device,
-                              init_process_group, process_info, seed_everything, thread_budget, valid_pipelines)
+                              init_process_group, no_batch_message, process_info, seed_everything, thread_budget,
+                              valid_pipelines)
 from w2v2.train.task import setup_task
 from w2v2.train.trainer import Trainer, all_reduce_sums, sum_logs
 
@@ -241,7 +242,7 @@ class TrainingRun:
                     self.state.epoch += 1
                     self.state.iterations_in_epoch = 0
             except RuntimeError as error:
-                if self.info.world_size > 1 and _collective_failure(error):
+                if self.info.world_size > 1 and collective_failure(error):
                     raise W2v2Error(
                         f"rank {self.info.rank}: an exchange with the other ranks failed after update "
                         f"{self.trainer.num_updates} ({str(error).splitlines()[0].strip()}): another rank died, or did "
@@ -273,7 +274,7 @@ class TrainingRun:
                                shuffle=self.state.epoch > self.cfg.dataset.curriculum)  # fairseq's curriculum rule
         data.generator.manual_seed(self.cfg.common.seed + self.state.epoch)
         if not data.sampler.batches():
-            raise W2v2Error(self._no_batch_message())
+            raise W2v2Error(no_batch_message(data, self.cfg))
         steps, freq = len(data.sampler), self._update_freq()
         if self.cfg.optimization.skip_remainder_batch:
             steps -= steps % freq  # fairseq drops the last update when it would have fewer batches
@@ -317,24 +318,6 @@ class TrainingRun:
         self._finish_epoch_logs(epoch_logs, time.time() - epoch_start)
         return metric, stop
 
-    def _no_batch_message(self) -> str:
-        """Why the training split has no batch: how many manifest lines were left out, for what, and the keys."""
-        data, cfg = self.train_data, self.cfg
-        dataset, sampler = data.dataset, data.sampler
-        listed = len(dataset) + dataset.num_skipped
-        split = f"the training split {cfg.dataset.train_subset!r} ({Path(cfg.task.data) / cfg.dataset.train_subset}.tsv)"
-        if listed == 0:
-            return f"{split} lists no utterance, only its root line; add utterances or point `task.data` elsewhere."
-        reasons = []
-        if dataset.num_skipped:
-            reasons.append(f"{dataset.num_skipped} are shorter than `task.min_sample_size` "
-                           f"({cfg.task.min_sample_size} samples; lower it)")
-        if sampler.num_dropped:
-            reasons.append(f"{sampler.num_dropped} are longer than `dataset.max_tokens` ({sampler.max_tokens} samples; "
-                           f"the shortest of them has {int(sampler.lengths.min())}; raise it)")
-        return (f"{split} yields no batch: all {listed} of its utterances were left out: {' and '.join(reasons)}; "
-                "training would make no update.")
-
     def _save_now(self, end_of_epoch: bool) -> Optional[Path]:
         """Write `checkpoint_last.pt` now (rank 0), whatever the schedule; None with `checkpoint.no_save`."""
         cfg = self.cfg.checkpoint
@@ -352,7 +335,7 @@ class TrainingRun:
                    "run the same command again to resume.")
         if self.info.is_master:
             logger.warning(message)
-        _all_ranks_wait()  # no rank exits (which makes torchrun kill the rest) before the file is complete
+        all_ranks_wait()  # no rank exits (which makes torchrun kill the rest) before the file is complete
         raise TrainingInterrupted(signum, message)
 
     def _observe_health(self, result: Any, chunk: List[Dict[str, Any]], end_of_epoch: bool) -> None:
@@ -368,7 +351,7 @@ class TrainingRun:
                     f"change nothing), are saved in {path}." if path else
                     "The weights are no longer finite, so nothing was saved; the checkpoints already in "
                     f"{self.save_dir} are unchanged.")
-            _all_ranks_wait()
+            all_ranks_wait()
             raise TrainingDiverged(f"{error} {kept} Lower `optimization.lr` (now {self.cfg.optimization.lr}), "
                                    "raise `lr_scheduler.warmup_updates` or check the audio named above, then "
                                    "resume or start over.") from None
@@ -393,19 +376,6 @@ class TrainingRun:
     def _finish_epoch_logs(self, logs: List[Dict[str, float]], seconds: float) -> None:
         if logs:
             self.state.history.append(self._log_train("train", logs, seconds, 0.0))
-
-
-def _collective_failure(error: RuntimeError) -> bool:
-    """Whether `error` is a collective that timed out or lost its peer (gloo's, NCCL's and HCCL's wording)."""
-    text = str(error).lower()
-    return isinstance(error, torch.distributed.DistError) or any(
-        word in text for word in ("timed out", "timeout", "connection closed", "connection reset", "broken pipe",
-                                  "nccl", "hccl", "gloo"))
-
-
-def _all_ranks_wait() -> None:
-    if torch.distributed.is_available() and torch.distributed.is_initialized():
-        torch.distributed.barrier()
 
 
 def _next_chunk(stream: Iterator[Any], size: int) -> List[Any]:
