@@ -310,7 +310,7 @@ class TrainingRun:
                 metric, stop = self._validate_and_save(end_of_epoch=done >= steps)
                 interval_start += time.time() - paused  # throughput counts training time only
                 epoch_start += time.time() - paused
-            if interrupted:
+            if interrupted and not stop:  # a run that just reached its end has saved and ends normally
                 self._stop_on_signal(interrupted, end_of_epoch=done >= steps)
             if stop:
                 break
@@ -319,12 +319,14 @@ class TrainingRun:
         return metric, stop
 
     def _save_now(self, end_of_epoch: bool) -> Optional[Path]:
-        """Write `checkpoint_last.pt` now (rank 0), whatever the schedule; None with `checkpoint.no_save`."""
+        """Write `checkpoint_last.pt` now, whatever the schedule (rank 0 writes, every rank returns its path);
+        None with `checkpoint.no_save`."""
         cfg = self.cfg.checkpoint
-        path = None
-        if self.info.is_master and not cfg.no_save:
-            path = self.policy.write(self._checkpoint_state(end_of_epoch, None),
-                                     [f"checkpoint_last{cfg.checkpoint_suffix}.pt"])[0]
+        if cfg.no_save:
+            return None
+        path = self.save_dir / f"checkpoint_last{cfg.checkpoint_suffix}.pt"
+        if self.info.is_master:
+            self.policy.write(self._checkpoint_state(end_of_epoch, None), [path.name])
         return path
 
     def _stop_on_signal(self, signum: int, end_of_epoch: bool) -> None:
@@ -347,10 +349,10 @@ class TrainingRun:
         except TrainingDiverged as error:
             finite = all(bool(torch.isfinite(p).all()) for p in self.trainer.model.parameters())
             path = self._save_now(end_of_epoch) if finite else None
-            kept = (f"The weights of update {self.trainer.num_updates}, the last update applied (skipped ones "
-                    f"change nothing), are saved in {path}." if path else
-                    "The weights are no longer finite, so nothing was saved; the checkpoints already in "
-                    f"{self.save_dir} are unchanged.")
+            kept = f"The weights of update {self.trainer.num_updates}, the last update applied (skipped ones " \
+                f"change nothing), are saved in {path}." if path else \
+                ("The weights are no longer finite, so " if not finite else "With `checkpoint.no_save`, ") + \
+                f"nothing was saved; the checkpoints already in {self.save_dir} are unchanged."
             all_ranks_wait()
             raise TrainingDiverged(f"{error} {kept} Lower `optimization.lr` (now {self.cfg.optimization.lr}), "
                                    "raise `lr_scheduler.warmup_updates` or check the audio named above, then "
@@ -393,7 +395,8 @@ def _interactive(cfg: TrainConfig) -> bool:
 
 
 def train(cfg: TrainConfig, run_dir: Path) -> RunSummary:
-    """Run training in this process (one rank of a torchrun job, or the only process)."""
+    """Run training in this process (one rank of a torchrun job, or the only process). A SIGTERM or SIGINT
+    raises `TrainingInterrupted` once `checkpoint_last.pt` is saved; divergence raises `TrainingDiverged`."""
     run = TrainingRun(cfg, run_dir)
     summary = run.run()
     logger.info("done training in %.1f seconds: %d updates, epoch %d, best %s %s, max train_wps %.1f",
