@@ -35,15 +35,19 @@ def one_thread():
     torch.set_num_threads(threads)
 
 
-@pytest.fixture
-def uninterrupted(tiny_manifest, tmp_path, one_thread):
-    """checkpoint_last.pt of an uninterrupted 12-update run."""
-    loop.train(pretraining(tiny_manifest, "optimization.max_update=12", *KEYS), tmp_path / "full")
-    return tmp_path / "full" / "checkpoints" / "checkpoint_last.pt"
+@pytest.fixture(scope="module")
+def uninterrupted(tiny_manifest, tmp_path_factory):
+    """checkpoint_last.pt of an uninterrupted 12-update run (one thread), shared by the tests of this module."""
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    run = tmp_path_factory.mktemp("uninterrupted")
+    loop.train(pretraining(tiny_manifest, "optimization.max_update=12", *KEYS), run)
+    torch.set_num_threads(threads)
+    return run / "checkpoints" / "checkpoint_last.pt"
 
 
 def test_kill_between_interval_and_last_checkpoint_resumes_from_the_interval_one(
-        tiny_manifest, tmp_path, monkeypatch, caplog, uninterrupted):
+        tiny_manifest, tmp_path, monkeypatch, caplog, uninterrupted, one_thread):
     copy = checkpointing.shutil.copyfileobj
 
     def killed_copying_update_9(source, target):
@@ -69,7 +73,7 @@ def test_kill_between_interval_and_last_checkpoint_resumes_from_the_interval_one
 
 
 def test_truncated_checkpoint_last_falls_back_to_an_intact_one(tiny_manifest, tmp_path, monkeypatch, caplog,
-                                                               uninterrupted):
+                                                               uninterrupted, one_thread):
     step = Trainer.train_step
 
     def killed_after_update_9(self, batches):
