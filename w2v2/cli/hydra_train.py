@@ -12,14 +12,16 @@ from __future__ import annotations
 import argparse
 import logging
 import os
+import signal
 import sys
 import uuid
 from pathlib import Path
-from typing import List, Optional, Sequence
+from typing import Any, List, Optional, Sequence
 
 from w2v2.errors import W2v2Error
 from w2v2.fileio import write_text_atomically
 from w2v2.train.config_loading import LoadedConfig, load_train_config
+from w2v2.train.interrupts import STOP_SIGNALS, TrainingInterrupted
 from w2v2.train.progress import setup_console_logging
 
 logger = logging.getLogger("w2v2.train")
@@ -64,7 +66,12 @@ def run_worker(argv: List[str], cwd: str) -> float:
         _write_config(loaded, run_dir)
     setup_console_logging(run_dir / "hydra_train.log" if rank == 0 else None, rank, loaded.cfg.common.log_file)
     logger.info("config %s, run directory %s", loaded.config_path, run_dir)
-    summary = train(loaded.cfg, run_dir)
+    try:
+        summary = train(loaded.cfg, run_dir)
+    except TrainingInterrupted as stopped:
+        if "TORCHELASTIC_RUN_ID" in os.environ:
+            sys.exit(stopped.exit_code)  # a launched worker reports it as its exit status, as a killed one would
+        raise
     return summary.best if summary.best is not None else float("nan")
 
 
@@ -81,9 +88,31 @@ def spawn(argv: List[str], cwd: str, nprocs: int) -> None:
     """Start `nprocs` local processes with torchrun's launcher (elastic, single node)."""
     from torch.distributed.launcher.api import LaunchConfig, elastic_launch
 
+    from torch.distributed.elastic.multiprocessing.api import SignalException
+    from torch.distributed.elastic.multiprocessing.errors import ChildFailedError
+
     config = LaunchConfig(min_nodes=1, max_nodes=1, nproc_per_node=nprocs, run_id=str(uuid.uuid4()),
                           rdzv_backend="c10d", rdzv_endpoint="127.0.0.1:0", max_restarts=0, monitor_interval=1)
-    elastic_launch(config, run_worker)(argv, cwd)
+    try:
+        elastic_launch(config, run_worker)(argv, cwd)
+    except SignalException as error:  # the launcher got it and passed it on: the workers saved and stopped
+        raise SystemExit(128 + int(error.sigval)) from None
+    except ChildFailedError as error:
+        raise SystemExit(_worker_failure(error)) from None
+
+
+def _worker_failure(error: Any) -> int:
+    """The exit status for a failed launch (a torchrun ChildFailedError), after a one-paragraph message:
+    128 + the signal when every failed worker stopped on one after saving, else 1."""
+    codes = {failure.exitcode for failure in error.failures.values()}
+    if len(codes) == 1 and codes <= {128 + s for s in STOP_SIGNALS}:
+        return codes.pop()  # rank 0 has said where it saved
+    rank, first = error.get_first_failure()
+    how = f"was killed by {first.signal_name()}" if first.exitcode < 0 else f"exited with status {first.exitcode}"
+    print(f"w2v2-hydra-train: error: rank {rank} (pid {first.pid}) {how}, so the launcher stopped the other "
+          "ranks (any messages it wrote are above). Nothing was saved after the last checkpoint; run the same "
+          "command again to resume from it.", file=sys.stderr)
+    return 1
 
 
 def main(argv: Optional[Sequence[str]] = None) -> int:
@@ -101,6 +130,11 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     except W2v2Error as error:
         print(f"w2v2-hydra-train: error: {error}", file=sys.stderr)
         return 2
+    except TrainingInterrupted as stopped:
+        return stopped.exit_code  # the run has printed where it saved
+    except KeyboardInterrupt:  # before the first update: there is nothing to save yet
+        print("w2v2-hydra-train: interrupted before training started; nothing was saved.", file=sys.stderr)
+        return 128 + signal.SIGINT
     return 0
 
 
