@@ -189,7 +189,8 @@ def all_reduce_stats(counts: torch.Tensor, sums: torch.Tensor) -> None:
     for tensor, dtype in ((counts, COUNT_DTYPE), (sums, SUM_DTYPE)):
         if tensor.dtype != dtype:
             raise W2v2Error(f"collective stats must be {dtype}, but a tensor of {tensor.dtype} was given.")
-        dist.all_reduce(tensor)
+    dist.all_reduce(counts)
+    dist.all_reduce(sums)
 
 
 def grad_scaler(device: Any, init_scale: float, growth_interval: int, enabled: bool) -> Any:
