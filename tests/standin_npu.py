@@ -85,7 +85,7 @@ class FakeNpu:
         self.options.update(options)
 
     def _generator(self, device: Any) -> torch.Generator:
-        index = getattr(device, "index", None)
+        index = device if isinstance(device, int) else getattr(device, "index", None)
         return self.generators[self.current if index is None else index]
 
     def get_rng_state(self, device: Any = None) -> torch.Tensor:
