@@ -13,6 +13,7 @@ import functools
 import importlib
 import importlib.util
 import logging
+import math
 import os
 from dataclasses import dataclass
 from types import ModuleType
@@ -221,7 +222,7 @@ def clear_overflow(device: Any) -> None:
 def overflowed(device: Any, grad_norm: float) -> bool:
     """Whether this rank's update overflowed: a non-finite gradient norm, or on a saturating NPU the
     float status set by any kernel since `clear_overflow`."""
-    if not torch.isfinite(torch.tensor(grad_norm)):
+    if not math.isfinite(grad_norm):
         return True
     npu = _saturating_npu(device)
     return bool(npu is not None and npu.get_npu_overflow_flag())

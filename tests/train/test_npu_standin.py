@@ -14,6 +14,7 @@ from tests import standin_npu
 from tests.train.test_setup import CPU, ONE
 from tests.train.test_trainer import make_batch, make_trainer
 from tests.train.tiny_configs import finetuning, pretraining
+from w2v2 import devices
 from w2v2.errors import W2v2Error
 from w2v2.interop.safe_load import load_checkpoint_file
 from w2v2.train import loop, trainer as trainer_module
@@ -129,3 +130,13 @@ def test_checkpoints_are_written_from_cpu_copies():
     assert copied["model"]._metadata == weights._metadata and type(copied["model"]) is type(weights)
     assert copied["rng"][0] == 1 and not copied["rng"][1][0].requires_grad and copied["name"] == "x"
     assert all(tensor.device.type == "cpu" for tensor in copied["model"].values())
+
+
+def test_loaders_pin_memory_for_the_npu(tiny_manifest, npu, monkeypatch):
+    task = setup_task(finetuning(tiny_manifest))
+    monkeypatch.setattr(devices, "TORCH_VERSION", (2, 8))
+    loader = build_pipeline(task, "train", True, CPU, ONE, 1).loader
+    assert loader.pin_memory and loader.pin_memory_device == "npu"  # else torch < 2.9 pins for CUDA only
+    monkeypatch.setattr(devices, "TORCH_VERSION", (2, 9))
+    loader = build_pipeline(task, "train", True, CPU, ONE, 1).loader
+    assert loader.pin_memory and loader.pin_memory_device == ""  # torch pins for the current accelerator

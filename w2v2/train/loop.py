@@ -164,7 +164,8 @@ class TrainingRun:
                                "shuffle": self.state.epoch > cfg.dataset.curriculum},
             "val_loss": metric, "best": self.best.value, "metrics": {},
             "previous_training_time": self.state.previous_training_time + self.elapsed(),
-            "w2v2": {"rng": rng_state(device_rng, devices.kind(self.device)), "grad_scaler": trainer.scaler.state_dict(), "history": self.state.history},
+            "w2v2": {"rng": rng_state(device_rng, devices.kind(self.device)),
+                     "grad_scaler": trainer.scaler.state_dict(), "history": self.state.history},
         }
         optimizer_state = None if cfg.checkpoint.no_save_optimizer_state else trainer.optimizer.state_dict()
         return on_cpu(checkpoint_dict(trainer.model, cfg.to_dict(), num_updates=trainer.num_updates,
