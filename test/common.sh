@@ -21,7 +21,8 @@ usage: test/$SCRIPT_NAME [--data_path=DIR] [--device_id=N] [--device=cpu|cuda|np
                         DIR/manifest/ is prepared if missing. Without it: the bundled demo corpus.
   --device_id=N         output folder test/output/N/; on one device, also the device used (default 0)
   --device=KIND         cpu, cuda or npu (default: the best available)
-  --fp32 / --hf32       TF32 (CUDA) / HF32 (NPU) matmuls and convolutions off / on
+  --fp32 / --hf32       TF32/HF32 off; --hf32: HF32 convolutions on NPU (matmuls left alone, as in
+                        the Ascend fork), TF32 matmuls and convolutions on CUDA
   --pretrain_updates=N  demo only: pretrain the demo model for N updates (default: the demo_pretrain
                         recipe's; 5 for performance runs when no full pretraining exists yet)
   KEY=VALUE             Hydra overrides passed on to fine-tuning, after the script's own
@@ -61,8 +62,8 @@ parse_args() {
         "(see --help)." ;;
     esac
   done
-  ((fp32 + hf32 < 2)) || die "--fp32 and --hf32 exclude each other (--fp32 turns HF32/TF32 matmuls and" \
-    "convolutions off, --hf32 turns them on); give one of them at most."
+  ((fp32 + hf32 < 2)) || die "--fp32 and --hf32 exclude each other (--fp32 turns HF32/TF32 off, --hf32" \
+    "turns it on); give one of them at most."
   if ((fp32)); then PRECISION=fp32; fi
   if ((hf32)); then PRECISION=hf32; fi
   [[ $DEVICE_ID =~ ^[0-9]+$ ]] || die "--device_id must be a device number such as 0, but is '$DEVICE_ID' instead."
@@ -97,6 +98,15 @@ pick_device() {
   if [[ -n $PRECISION ]]; then
     export W2V2_MATMUL_PRECISION=$PRECISION
     if [[ $KIND == cpu ]]; then echo "note: --$PRECISION has no effect on the CPU"; fi
+  fi
+  if [[ $KIND == npu ]]; then
+    # What Ascend's launch scripts (test/env_npu.sh) set: the asynchronous operator queue, no HCCL trust list.
+    export TASK_QUEUE_ENABLE=${TASK_QUEUE_ENABLE:-1} HCCL_WHITELIST_DISABLE=${HCCL_WHITELIST_DISABLE:-1}
+    local cann=/usr/local/Ascend/ascend-toolkit/set_env.sh
+    if [[ -z ${ASCEND_TOOLKIT_HOME:-} && -f $cann ]]; then
+      # shellcheck source=/dev/null
+      source "$cann"
+    fi
   fi
   if (($1 == 1)); then
     case $KIND in

@@ -115,6 +115,8 @@ USED_KEY_TESTS = {
            ("max_sample_size", "test_max_sample_size_bounds_the_pretraining_crop"),
            ("min_sample_size", "test_min_sample_size_leaves_short_files_out"),
            ("seed", "test_task_seed_picks_the_crops"))},
+    **{f"task.{name}.num_batch_buckets": SETUP + f"test_num_batch_buckets_pads_batches_to_bucket_lengths[{name}]"
+       for name in ("audio_pretraining", "audio_finetuning")},
     "criterion.wav2vec.infonce": CONFIG + "test_criterion_variants_we_lack_are_refused[infonce]",
     "criterion.wav2vec.loss_weights": TASK + "test_loss_weights_weigh_the_extra_losses",
     "criterion.wav2vec.log_keys": RUN + "test_log_keys_choose_the_logged_model_outputs",

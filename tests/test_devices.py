@@ -1,56 +1,40 @@
-"""The device layer, with a stand-in for torch_npu so the NPU branches run on the CPU."""
+"""The device layer, its NPU branches run against the stand-in NPU of tests/standin_npu.py."""
 
 from __future__ import annotations
 
+import logging
 from types import SimpleNamespace
 
 import pytest
 import torch
 
+from tests import standin_npu
 from w2v2 import devices
 from w2v2.errors import W2v2Error
 
-
-class FakeNpu:
-    """What the device layer uses of `torch.npu`."""
-
-    def __init__(self) -> None:
-        self.matmul = SimpleNamespace(allow_hf32=None)
-        self.conv = SimpleNamespace(allow_hf32=None)
-        self.selected = None
-        self.synced = 0
-        self.emptied = 0
-
-    def is_available(self) -> bool:
-        return True
-
-    def device_count(self) -> int:
-        return 2
-
-    def set_device(self, index: int) -> None:
-        self.selected = index
-
-    def synchronize(self) -> None:
-        self.synced += 1
-
-    def max_memory_allocated(self, device) -> int:
-        return 3 * 2**30
-
-    def reset_peak_memory_stats(self, device) -> None:
-        pass
-
-    def empty_cache(self) -> None:
-        self.emptied += 1
+NPU = SimpleNamespace(type="npu", index=0)
 
 
 @pytest.fixture
 def npu(monkeypatch):
-    fake = FakeNpu()
+    """The stand-in NPU, selected by `device.type == "npu"` (the layer's real dispatch)."""
+    fake = standin_npu.FakeNpu()
     monkeypatch.setattr(devices, "import_npu", lambda: fake)
     return fake
 
 
-NPU = SimpleNamespace(type="npu", index=0)
+@pytest.fixture
+def broken_torch_npu(monkeypatch):
+    """torch_npu installed, but its import failing as it does without CANN's libraries."""
+    monkeypatch.setattr(devices.importlib.util, "find_spec", lambda name: object())
+
+    def fail(name):
+        raise ImportError("libhccl.so: cannot open shared object file")
+
+    monkeypatch.setattr(devices.importlib, "import_module", fail)
+    devices._npu_probe.cache_clear()
+    yield
+    devices._npu_probe.cache_clear()
 
 
 def test_cpu_is_the_fallback_here():
@@ -61,35 +45,129 @@ def test_cpu_is_the_fallback_here():
             devices.pick_device("cuda")
 
 
+def test_a_failed_torch_npu_import_says_why_and_refuses_the_npu(broken_torch_npu, caplog):
+    with pytest.raises(W2v2Error, match="'npu' was asked for.*libhccl.so: cannot open.*set_env.sh"):
+        devices.pick_device("npu")
+    if not torch.cuda.is_available():
+        with caplog.at_level(logging.WARNING, logger="w2v2.devices"):
+            assert devices.best_kind() == "cpu"
+        assert "libhccl.so" in caplog.text  # auto does not fall back to the CPU silently
+
+
 def test_npu_is_preferred_and_selected(npu):
     assert devices.best_kind() == "npu"
     with pytest.raises(W2v2Error, match="local rank 5"):
         devices.pick_device("npu", local_rank=5)
-    assert npu.selected is None
+    assert npu.current == 0 and not npu.compile_modes
 
 
-def test_hf32_switches_and_memory_on_npu(npu):
-    devices.set_reduced_precision_matmul(NPU, True)
-    assert npu.matmul.allow_hf32 is True and npu.conv.allow_hf32 is True
-    devices.set_reduced_precision_matmul(NPU, False)
-    assert npu.matmul.allow_hf32 is False and npu.conv.allow_hf32 is False
+def test_npu_compiles_binary_kernels_with_an_operator_cache(npu, tmp_path, monkeypatch):
+    monkeypatch.setenv("ACL_OP_COMPILER_CACHE_DIR", str(tmp_path / "ops"))
+    devices._static_compile(npu)  # what pick_device("npu") calls after set_device
+    assert npu.compile_modes == [{"jit_compile": False}]
+    assert npu.options == {"ACL_OP_COMPILER_CACHE_MODE": "enable", "ACL_OP_COMPILER_CACHE_DIR": str(tmp_path / "ops")}
+    assert (tmp_path / "ops").is_dir()
+
+
+@pytest.mark.parametrize("env, mode", [
+    ({}, ""), ({"W2V2_MATMUL_PRECISION": "fp32"}, "fp32"), ({"W2V2_MATMUL_PRECISION": "tf32"}, "hf32"),
+    ({"ALLOW_HF32": "1"}, "hf32"), ({"ALLOW_FP32": "True"}, "fp32"),
+    ({"ALLOW_FP32": "1", "W2V2_MATMUL_PRECISION": "fp32"}, "fp32"),
+])
+def test_matmul_mode_reads_ours_and_the_forks_variables(env, mode):
+    assert devices.matmul_mode(env) == mode
+
+
+@pytest.mark.parametrize("env, message", [
+    ({"ALLOW_HF32": "1", "ALLOW_FP32": "1"}, "cannot both be set"),
+    ({"ALLOW_HF32": "1", "W2V2_MATMUL_PRECISION": "fp32"}, "contradicts `ALLOW_HF32`"),
+    ({"W2V2_MATMUL_PRECISION": "fp16"}, "must be fp32, hf32 or tf32"),
+])
+def test_contradicting_precision_variables_are_refused(env, message):
+    with pytest.raises(W2v2Error, match=message):
+        devices.matmul_mode(env)
+
+
+def test_hf32_and_fp32_match_the_fork_on_npu(npu):
+    npu.conv.allow_hf32 = False
+    devices.set_matmul_precision(NPU, "hf32")  # the fork's --hf32: convolutions only, matmuls left alone
+    assert (npu.conv.allow_hf32, npu.matmul.allow_hf32) == (True, False)
+    npu.matmul.allow_hf32 = True
+    devices.set_matmul_precision(NPU, "")
+    assert (npu.conv.allow_hf32, npu.matmul.allow_hf32) == (True, True)  # neither: nothing changes
+    devices.set_matmul_precision(NPU, "fp32")  # --fp32: both off
+    assert (npu.conv.allow_hf32, npu.matmul.allow_hf32) == (False, False)
+
+
+def test_memory_and_cache_on_npu(npu):
     devices.synchronize(NPU)
     assert npu.synced == 1
     assert devices.memory_stats(NPU) == {"peak_mem_gib": 3.0}
     devices.empty_cache(NPU)
     devices.empty_cache(torch.device("cpu"))  # nothing to free on the CPU
     assert npu.emptied == 1
-    assert devices.distributed_backend(NPU) == "hccl" and devices.pin_memory(NPU)
+    assert devices.distributed_backend(NPU) == "hccl"
+
+
+def test_pinned_memory_names_the_npu_where_torch_needs_it(npu, monkeypatch):
+    assert devices.pin_memory(torch.device("cpu")) == {"pin_memory": False}
+    monkeypatch.setattr(devices, "TORCH_VERSION", (2, 8))  # pins for CUDA unless told the device
+    assert devices.pin_memory(NPU) == {"pin_memory": True, "pin_memory_device": "npu"}
+    monkeypatch.setattr(devices, "TORCH_VERSION", (2, 9))  # pins for the current accelerator, warns if told
+    assert devices.pin_memory(NPU) == {"pin_memory": True}
+
+
+def test_each_npu_has_its_own_rng_and_fork_rng_restores_it(npu):
+    second = SimpleNamespace(type="npu", index=1)
+    assert not torch.equal(devices.get_rng_state(NPU), devices.get_rng_state(second))
+    before, cpu_before = devices.get_rng_state(NPU), torch.get_rng_state()
+    with devices.fork_rng(NPU):
+        torch.rand(3, generator=npu.generators[0])
+        torch.rand(3)
+    assert torch.equal(devices.get_rng_state(NPU), before) and torch.equal(torch.get_rng_state(), cpu_before)
+    torch.rand(3, generator=npu.generators[0])
+    devices.set_rng_state(NPU, before)
+    assert torch.equal(devices.get_rng_state(NPU), before)
+    assert devices.get_rng_state(torch.device("cpu")) is None
+
+
+def test_saturation_mode_overflow_is_seen_through_the_float_status(npu):
+    devices.clear_overflow(NPU)
+    assert not devices.overflowed(NPU, 3.0)
+    npu.float_status = True  # a kernel saturated: its output is finite, only the status says so
+    assert devices.overflowed(NPU, 3.0) and devices.overflowed(torch.device("cpu"), float("inf"))
+    devices.clear_overflow(NPU)
+    assert not npu.float_status and not devices.overflowed(torch.device("cpu"), 3.0)
+
+
+def test_inf_nan_mode_npus_check_the_norm_only(monkeypatch):
+    fake = standin_npu.FakeNpu(inf_nan_mode=True)  # Ascend 910B and later: torch_npu refuses the flag API there
+    monkeypatch.setattr(devices, "import_npu", lambda: fake)
+    devices.clear_overflow(NPU)
+    assert not devices.overflowed(NPU, 3.0) and devices.overflowed(NPU, float("nan"))
+
+
+def test_the_npu_loss_scaler_is_torch_npus(npu):
+    scaler = devices.grad_scaler(NPU, init_scale=8.0, growth_interval=3, enabled=True)
+    assert isinstance(scaler, standin_npu.FakeGradScaler) and scaler.get_growth_interval() == 3
+    cpu_scaler = devices.grad_scaler(torch.device("cpu"), 8.0, 3, enabled=False)
+    assert type(cpu_scaler) is torch.amp.GradScaler and not cpu_scaler.is_enabled()
+
+
+def test_our_collectives_send_int64_counts_and_float32_sums():
+    with pytest.raises(W2v2Error, match="must be torch.float32, but a tensor of torch.float64"):
+        devices.all_reduce_stats(torch.zeros(1, dtype=torch.int64), torch.zeros(1, dtype=torch.float64))
 
 
 def test_backends_and_precision():
     cpu = torch.device("cpu")
     assert devices.distributed_backend(cpu) == "gloo"
     assert devices.distributed_backend(SimpleNamespace(type="cuda")) == "nccl"
-    assert devices.memory_stats(cpu) == {} and not devices.pin_memory(cpu)
+    assert devices.memory_stats(cpu) == {}
     assert devices.precision(cpu, bf16=True).autocast_dtype == torch.bfloat16
     assert devices.precision(cpu).autocast_dtype is None
     assert devices.precision(SimpleNamespace(type="cuda"), fp16=True).loss_scaling
+    assert devices.default_batch_buckets(NPU) == devices.NPU_BATCH_BUCKETS > 0 == devices.default_batch_buckets(cpu)
     with pytest.raises(W2v2Error, match="cannot both be true"):
         devices.precision(cpu, fp16=True, bf16=True)
     with pytest.raises(W2v2Error, match="needs a GPU or NPU"):

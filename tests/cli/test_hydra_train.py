@@ -98,3 +98,15 @@ def test_distributed_world_size_starts_that_many_processes(tiny_manifest, monkey
     assert main([*args, "distributed_training.distributed_world_size=3"]) == 0
     assert main(args) == 0  # 1 in the YAML
     assert started == [3, "this process"]
+
+
+def test_a_torchrun_world_size_other_than_distributed_world_size_is_refused(tiny_manifest, monkeypatch, capsys):
+    started = []
+    monkeypatch.setattr(hydra_train, "run_worker", lambda argv, cwd: started.append(argv[-1]))
+    args = ["--config-dir", str(FIXTURE_CONFIGS), "--config-name", "tiny_pretrain", f"task.data={tiny_manifest}"]
+    monkeypatch.setenv("WORLD_SIZE", "4")
+    assert main([*args, "distributed_training.distributed_world_size=2"]) == 2
+    error = capsys.readouterr().err
+    assert "WORLD_SIZE=4" in error and "`distributed_training.distributed_world_size` is 2" in error
+    assert main([*args, "distributed_training.distributed_world_size=4"]) == 0
+    assert started == ["distributed_training.distributed_world_size=4"]  # torchrun's process, no spawning

@@ -145,10 +145,11 @@ def test_fp16_init_scale_is_the_first_loss_scale(tiny_manifest, tmp_path, loss_s
 
 
 def test_fp16_scale_window_is_the_growth_interval(tiny_manifest, tmp_path, loss_scaling_on_cpu):
-    assert run_of(tiny_manifest, tmp_path, "common.fp16_scale_window=7").trainer.scaler.get_growth_interval() == 7
+    scaler = run_of(tiny_manifest, tmp_path, "common.fp16_scale_window=7").trainer.scaler.grad_scaler
+    assert scaler.get_growth_interval() == 7
     # fairseq's default: 2**14 / world size / update_freq
     default = run_of(tiny_manifest, tmp_path / "default", "optimization.update_freq=[4]").trainer.scaler
-    assert default.get_growth_interval() == 2**14 // 4
+    assert default.grad_scaler.get_growth_interval() == 2**14 // 4
 
 
 class Stop(Exception):
@@ -264,3 +265,14 @@ def test_clip_norm_shrinks_the_update(tiny_manifest, tmp_path):
     clipped = first_update_moves(tiny_manifest, tmp_path / "clipped", "optimization.clip_norm=1e-9")
     free = first_update_moves(tiny_manifest, tmp_path / "free")
     assert clipped < 0.1 * free
+
+
+@pytest.mark.parametrize("name", ["audio_pretraining", "audio_finetuning"])
+def test_num_batch_buckets_pads_batches_to_bucket_lengths(tiny_manifest, name):
+    def lengths_of(*overrides: str) -> set:
+        task = setup_task(pretraining(tiny_manifest, f"task._name={name}", "task.enable_padding=true", *overrides))
+        pipeline = build_pipeline(task, "train", True, CPU, ONE, 1)
+        return {batch["net_input"]["source"].size(1) for batch in pipeline.loader}
+
+    plain, bucketed = lengths_of(), lengths_of("task.num_batch_buckets=2")
+    assert len(bucketed) <= 2 < len(plain) and max(bucketed) == max(plain)

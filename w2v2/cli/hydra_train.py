@@ -115,6 +115,17 @@ def _worker_failure(error: Any) -> int:
     return 1
 
 
+def check_world_size(configured: int, launched: Optional[str]) -> None:
+    """Refuse a torchrun job whose process count differs from `distributed_world_size`: fairseq would
+    quietly take torchrun's, changing the effective batch that the recipe's `update_freq` assumes."""
+    if launched is not None and int(launched) != configured:
+        raise W2v2Error(
+            f"torchrun started WORLD_SIZE={launched} processes, but `distributed_training.distributed_world_size` "
+            f"is {configured}; pass `distributed_training.distributed_world_size={launched}` (and adjust "
+            "`optimization.update_freq` to keep the recipe's batch), or start that many processes."
+        )
+
+
 def main(argv: Optional[Sequence[str]] = None) -> int:
     """Entry point of `w2v2-hydra-train` and `fairseq-hydra-train`."""
     argv = list(sys.argv[1:] if argv is None else argv)
@@ -123,6 +134,7 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
         args = parse_args(argv)
         loaded = load(args, cwd)
         world = loaded.cfg.distributed_training.distributed_world_size
+        check_world_size(world, os.environ.get("WORLD_SIZE"))
         if world > 1 and "WORLD_SIZE" not in os.environ:
             spawn(argv, cwd, world)
         else:

@@ -25,7 +25,7 @@ class AudioPretrainingConfig(Group):
     enable_padding: bool = False  # pad to the longest item instead of cropping to the shortest
     max_sample_size: Optional[int] = None  # crop longer items to this many samples
     min_sample_size: Optional[int] = None  # skip items shorter than this
-    num_batch_buckets: int = default_only(0, "length buckets beyond the sorted order are not implemented")
+    num_batch_buckets: int = 0  # pad batches to this many length quantiles (0: to the longest; NPU: 16)
     tpu: Optional[bool] = no_effect(None, link="common.tpu")
     text_compression_level: str = no_effect("none")  # how fairseq keeps labels in memory
     rebuild_batches: bool = no_effect(True)  # batches are rebuilt every epoch here anyway
@@ -39,6 +39,7 @@ class AudioPretrainingConfig(Group):
 
     def check(self, where: str) -> None:
         at_least(self.sample_rate, 1, f"{where}.sample_rate")
+        at_least(self.num_batch_buckets, 0, f"{where}.num_batch_buckets")
 
 
 @dataclass

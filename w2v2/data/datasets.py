@@ -62,6 +62,26 @@ class AudioDataset(torch.utils.data.Dataset):
     def __len__(self) -> int:
         return len(self.paths)
 
+    # Whether batches are padded (and so can be padded further, to bucket lengths).
+    pads = True
+    bucketed: Optional[np.ndarray] = None  # each item's bucket length, once `set_bucket_info` made buckets
+
+    def set_bucket_info(self, num_buckets: int) -> None:
+        """fairseq's `task.num_batch_buckets`: pad every batch to the largest bucket length of its items,
+        the buckets being quantiles of the items' batch lengths (0: no buckets)."""
+        if num_buckets > 0 and not self.pads:
+            raise W2v2Error("`task.num_batch_buckets` needs padded batches, but pretraining batches are cropped; "
+                            "set `task.enable_padding=true` too, or `task.num_batch_buckets=0`.")
+        self.bucketed = None
+        if num_buckets > 0 and len(self):
+            boundaries = collate.bucket_boundaries(self.batch_lengths, num_buckets)
+            self.bucketed = collate.bucketed_lengths(self.batch_lengths, boundaries)
+            logger.info("%d bucket(s) for the audio dataset: %s", len(boundaries), boundaries.tolist())
+
+    def _pad_to(self, items: Sequence[collate.Item]) -> int:
+        """The batch's bucket length (0 without buckets)."""
+        return 0 if self.bucketed is None else int(max(self.bucketed[item["id"]] for item in items))
+
     @property
     def batch_lengths(self) -> np.ndarray:
         """Frames each item occupies in a batch: its size, bounded by the crop in pretraining."""
@@ -120,7 +140,7 @@ class PretrainingDataset(AudioDataset):
             raise W2v2Error(f"`max_sample_size` must be a positive frame count, but is {max_sample_size} instead.")
         super().__init__(root, entries, **options)
         self.max_sample_size = sys.maxsize if max_sample_size is None else max_sample_size
-        self.seed, self.pad = seed, pad
+        self.seed, self.pad, self.pads = seed, pad, pad
 
     @classmethod
     def from_manifest(cls, manifest: str | os.PathLike, **options: object) -> "PretrainingDataset":
@@ -135,7 +155,8 @@ class PretrainingDataset(AudioDataset):
 
     def collater(self, items: Sequence[collate.Item]) -> collate.Batch:
         """Cropped batch of `items`: `{"id", "net_input": {"source"}, "nsentences", ...}`."""
-        return collate.collate_cropped(items, self.max_sample_size, self.seed, self.sample_rate, self.pad)
+        return collate.collate_cropped(items, self.max_sample_size, self.seed, self.sample_rate, self.pad,
+                                       self._pad_to(items))
 
 
 class FinetuningDataset(AudioDataset):
@@ -182,7 +203,7 @@ class FinetuningDataset(AudioDataset):
     def collater(self, items: Sequence[collate.Item]) -> collate.Batch:
         """Padded batch: `{"id", "net_input": {"source", "padding_mask"}, "target", "target_lengths",
         "ntokens", "nsentences", ...}`."""
-        return collate.collate_padded(items, self.dictionary.pad(), self.sample_rate)
+        return collate.collate_padded(items, self.dictionary.pad(), self.sample_rate, self._pad_to(items))
 
 
 def _encode(lines: Sequence[str], dictionary: Dictionary, labels_name: str) -> Tuple[np.ndarray, np.ndarray]:

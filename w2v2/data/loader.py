@@ -20,6 +20,7 @@ def build_dataloader(
     sampler: LengthBatchSampler,
     num_workers: int = 0,
     pin_memory: bool = False,
+    pin_memory_device: str = "",
     persistent_workers: bool = True,
     prefetch_factor: int = 2,
     generator: torch.Generator | None = None,
@@ -28,12 +29,15 @@ def build_dataloader(
 
     Workers stay alive across epochs when `persistent_workers` (the sampler runs in this process, so
     `sampler.set_epoch` still takes effect); `pin_memory` should be True only when batches go to an
-    accelerator. Pass a `generator` so that making an iterator draws no number from torch's global
-    RNG (a resumed run must see the same global random stream as an uninterrupted one).
+    accelerator (`pin_memory_device` names it; `devices.pin_memory` gives both). Pass a `generator` so
+    that making an iterator draws no number from torch's global RNG (a resumed run must see the same
+    global random stream as an uninterrupted one).
     """
     if num_workers < 0:
         raise W2v2Error(f"`num_workers` must be 0 or more, but is {num_workers} instead.")
-    workers = {"persistent_workers": persistent_workers, "prefetch_factor": prefetch_factor} if num_workers else {}
+    options = {"persistent_workers": persistent_workers, "prefetch_factor": prefetch_factor} if num_workers else {}
+    if pin_memory_device:
+        options["pin_memory_device"] = pin_memory_device
     return torch.utils.data.DataLoader(
         dataset,
         batch_sampler=sampler,
@@ -42,7 +46,7 @@ def build_dataloader(
         pin_memory=pin_memory,
         generator=generator,
         worker_init_fn=_ignore_stop_signals if num_workers else None,
-        **workers,
+        **options,
     )
 
 

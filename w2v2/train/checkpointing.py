@@ -8,11 +8,13 @@ import random
 import re
 import shutil
 from pathlib import Path
-from typing import Any, Dict, List, Optional, Tuple
+from typing import Any, Dict, List, Optional, Sequence, Tuple
 
 import numpy as np
 import torch
+import torch.distributed as dist
 
+from w2v2 import devices
 from w2v2.errors import W2v2Error
 from w2v2.fileio import atomic_write
 from w2v2.interop.checkpoints import atomic_torch_save
@@ -22,24 +24,62 @@ from w2v2.train.config import CheckpointConfig
 logger = logging.getLogger(__name__)
 
 
-def rng_state() -> Dict[str, Any]:
-    """Python, NumPy and torch RNG states, so a resumed run draws what an uninterrupted one would."""
+def rng_state(device_states: Sequence[torch.Tensor] = (), device_kind: str = "cpu") -> Dict[str, Any]:
+    """Python, NumPy and torch RNG states, so a resumed run draws what an uninterrupted one would;
+    `device_states` are every rank's accelerator RNG state (`gather_device_rng`), in rank order."""
     name, keys, pos, has_gauss, cached = np.random.get_state()
     # numpy's key array is stored as a list: weights-only loading refuses numpy arrays
     state = {"python": random.getstate(), "numpy": (name, keys.tolist(), pos, has_gauss, cached),
              "torch": torch.get_rng_state()}
-    if torch.cuda.is_available():
-        state["cuda"] = torch.cuda.get_rng_state_all()
+    if device_states:
+        state["device"] = {"kind": device_kind, "per_rank": list(device_states)}
     return state
 
 
-def set_rng_state(state: Dict[str, Any]) -> None:
+def gather_device_rng(device: torch.device) -> List[torch.Tensor]:
+    """Every rank's accelerator RNG state in rank order (empty on the CPU); all ranks must call it.
+    Sent as int8, which every collective backend gathers."""
+    state = devices.get_rng_state(device)
+    if state is None:
+        return []
+    if not (dist.is_available() and dist.is_initialized()) or dist.get_world_size() == 1:
+        return [state]
+    local = state.view(torch.int8).to(device)
+    gathered = [torch.empty_like(local) for _ in range(dist.get_world_size())]
+    dist.all_gather(gathered, local)
+    return [tensor.cpu().view(torch.uint8) for tensor in gathered]
+
+
+def set_rng_state(state: Dict[str, Any], device: Optional[torch.device] = None, rank: int = 0) -> None:
+    """Restore `rng_state`; this rank's own accelerator state when the checkpoint has one for it (a
+    run resumed on more ranks than it was saved from keeps the seeded generators of the new ones)."""
     random.setstate(_tuples(state["python"]))
     name, keys, pos, has_gauss, cached = state["numpy"]
     np.random.set_state((name, np.array(keys, dtype=np.uint32), pos, has_gauss, cached))
     torch.set_rng_state(state["torch"])
-    if "cuda" in state and torch.cuda.is_available():
-        torch.cuda.set_rng_state_all(state["cuda"])
+    saved = state.get("device") or {}
+    if device is None or devices.kind(device) != saved.get("kind"):
+        return
+    if rank < len(saved["per_rank"]):
+        devices.set_rng_state(device, saved["per_rank"][rank])
+    else:
+        logger.warning("the checkpoint holds %s RNG states of %d ranks, none for rank %d: it keeps its seeded "
+                       "generator.", saved["kind"], len(saved["per_rank"]), rank)
+
+
+def on_cpu(value: Any) -> Any:
+    """`value` with every tensor in it copied to the CPU (as fairseq saves), so that a checkpoint loads
+    on any machine; dict subclasses keep their type and attributes (a state dict's `_metadata`)."""
+    if torch.is_tensor(value):
+        return value.detach().cpu()
+    if isinstance(value, dict):
+        copied = type(value)((key, on_cpu(item)) for key, item in value.items())
+        if hasattr(value, "__dict__"):
+            copied.__dict__.update(value.__dict__)
+        return copied
+    if isinstance(value, (list, tuple)) and not hasattr(value, "_fields"):
+        return type(value)(on_cpu(item) for item in value)
+    return value
 
 
 def _tuples(value: Any) -> Any:

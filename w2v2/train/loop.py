@@ -19,8 +19,8 @@ from w2v2.interop.checkpoints import checkpoint_dict, load_state
 from w2v2.interop.safe_load import load_checkpoint_file
 from w2v2.fileio import remove_stale_temp_files
 from w2v2.schema import ineffective_settings
-from w2v2.train.checkpointing import (BestMetric, CheckpointPolicy, at_least_as_good, find_restore,
-                                      load_optimizer_state, rng_state, set_rng_state, world_size_position)
+from w2v2.train.checkpointing import (BestMetric, CheckpointPolicy, at_least_as_good, find_restore, gather_device_rng,
+                                      load_optimizer_state, on_cpu, rng_state, set_rng_state, world_size_position)
 from w2v2.train.config import TrainConfig
 from w2v2.train.health import HealthMonitor, TrainingDiverged, nonfinite_batches
 from w2v2.train.interrupts import StopSignals, TrainingInterrupted, all_ranks_wait, collective_failure, signal_name
@@ -123,7 +123,7 @@ class TrainingRun:
             self.state.epoch = int(iterator.get("epoch", 1))
             self.state.iterations_in_epoch = world_size_position(state, self.info.world_size)
             if "rng" in ours:
-                set_rng_state(ours["rng"])
+                set_rng_state(ours["rng"], self.device, self.info.rank)
         self.state.previous_training_time = float(extra.get("previous_training_time", 0.0))
         if not cfg.reset_meters:
             self.state.history = list(ours.get("history", []))
@@ -159,13 +159,16 @@ class TrainingRun:
             logger.info("no improvement in %d validations: stopping (checkpoint.patience).", self.best.patience)
             stop = True
         if (do_save or stop) and not cfg.checkpoint.no_save:
+            device_rng = gather_device_rng(self.device)  # a collective: every rank takes part
             names = self.policy.names(epoch, updates, end_of_epoch, metric, new_best)
             if self.info.is_master and names:
-                paths = self.policy.write(self._checkpoint_state(end_of_epoch, metric), names)
+                paths = self.policy.write(self._checkpoint_state(end_of_epoch, metric, device_rng), names)
                 logger.info("saved checkpoint %s (epoch %d @ %d updates, score %s)", paths[0], epoch, updates, metric)
         return metric, stop
 
-    def _checkpoint_state(self, end_of_epoch: bool, metric: Optional[float]) -> Dict[str, Any]:
+    def _checkpoint_state(self, end_of_epoch: bool, metric: Optional[float],
+                          device_rng: List[torch.Tensor]) -> Dict[str, Any]:
+        """The checkpoint dict, every tensor copied to the CPU; `device_rng` holds each rank's device RNG."""
         trainer, cfg = self.trainer, self.cfg
         iterations = len(self.train_data.sampler.batches()) if end_of_epoch else self.state.iterations_in_epoch
         extra = {
@@ -173,21 +176,22 @@ class TrainingRun:
                                "shuffle": self.state.epoch > cfg.dataset.curriculum},
             "val_loss": metric, "best": self.best.value, "metrics": {},
             "previous_training_time": self.state.previous_training_time + self.elapsed(),
-            "w2v2": {"rng": rng_state(), "grad_scaler": trainer.scaler.state_dict(), "history": self.state.history,
+            "w2v2": {"rng": rng_state(device_rng, devices.kind(self.device)),
+                     "grad_scaler": trainer.scaler.state_dict(), "history": self.state.history,
                      "world_size": self.info.world_size},
         }
         optimizer_state = None if cfg.checkpoint.no_save_optimizer_state else trainer.optimizer.state_dict()
-        return checkpoint_dict(trainer.model, cfg.to_dict(), num_updates=trainer.num_updates,
-                               lr_scheduler_state=trainer.lr_scheduler.state_dict(),
-                               optimizer_state=optimizer_state, extra_state=extra,
-                               dictionary=self.task.dictionary)
+        return on_cpu(checkpoint_dict(trainer.model, cfg.to_dict(), num_updates=trainer.num_updates,
+                                      lr_scheduler_state=trainer.lr_scheduler.state_dict(),
+                                      optimizer_state=optimizer_state, extra_state=extra,
+                                      dictionary=self.task.dictionary))
 
     def validate(self) -> Optional[float]:
         """Validate on every valid subset; returns the first subset's `best_checkpoint_metric`."""
         metric_name = self.cfg.checkpoint.best_checkpoint_metric
         first: Optional[float] = None
         seed = self.cfg.dataset.fixed_validation_seed or self.cfg.common.seed
-        with torch.random.fork_rng(devices=[]):
+        with devices.fork_rng(self.device):  # the CPU's and the accelerator's
             torch.manual_seed(seed)
             for i, (name, data) in enumerate(self.valid_data.items()):
                 values = self._validate_subset(name, data)
@@ -325,8 +329,9 @@ class TrainingRun:
         if cfg.no_save:
             return None
         path = self.save_dir / f"checkpoint_last{cfg.checkpoint_suffix}.pt"
+        device_rng = gather_device_rng(self.device)  # a collective: every rank takes part
         if self.info.is_master:
-            self.policy.write(self._checkpoint_state(end_of_epoch, None), [path.name])
+            self.policy.write(self._checkpoint_state(end_of_epoch, None, device_rng), [path.name])
         return path
 
     def _stop_on_signal(self, signum: int, end_of_epoch: bool) -> None:

@@ -1,4 +1,4 @@
-"""Dynamic loss scaling for float16 training: torch's GradScaler, its scale set by fairseq's rule.
+"""Dynamic loss scaling for float16 training: the device's GradScaler, its scale set by fairseq's rule.
 
 fairseq's fp16 mode (`DynamicLossScaler`) halves the scale after an overflow once the overflows since
 the last rescale make up at least `fp16_scale_tolerance` of the updates since then, never below
@@ -6,6 +6,9 @@ the last rescale make up at least `fp16_scale_tolerance` of the updates since th
 training when the scale would fall to `min_loss_scale` or below. Its amp mode is torch's GradScaler
 (no tolerance, no threshold) with the same stop. With tolerance 0 and no threshold both rules give
 the same scales, so one rule serves both modes.
+
+The scaler underneath is the device's own (`devices.grad_scaler`): torch_npu's on the NPU, whose
+overflow check reads the float status that saturation mode sets instead of producing inf.
 """
 
 from __future__ import annotations
@@ -15,6 +18,7 @@ from typing import Any, Dict, Optional
 
 import torch
 
+from w2v2 import devices
 from w2v2.errors import W2v2Error
 from w2v2.train.config import CommonConfig
 
@@ -23,16 +27,37 @@ logger = logging.getLogger(__name__)
 AMP_WINDOW = 2000  # torch's growth interval, which fairseq's amp keeps when amp_scale_window is null
 
 
-class LossScaler(torch.amp.GradScaler):
-    """A GradScaler whose next scale is computed here (`finish_step`) and handed to `update`."""
+class LossScaler:
+    """The device's GradScaler, its next scale computed here (`finish_step`) and handed to its `update`."""
 
-    def __init__(self, device_type: str, enabled: bool, *, init_scale: float = 128.0, scale_window: int = 2000,
+    def __init__(self, device: Any, enabled: bool, *, init_scale: float = 128.0, scale_window: int = 2000,
                  tolerance: float = 0.0, threshold: Optional[float] = None, min_loss_scale: float = 1e-4) -> None:
-        super().__init__(device_type, init_scale=init_scale, growth_interval=scale_window, enabled=enabled)
+        device = torch.device(device) if isinstance(device, str) else device
+        self.grad_scaler = devices.grad_scaler(device, init_scale, scale_window, enabled)
         self.scale_window, self.tolerance = scale_window, tolerance
         self.threshold, self.min_loss_scale = threshold, min_loss_scale
         # fairseq's counters: updates seen, and the update of the last overflow and of the last rescale.
         self.iteration, self.last_overflow, self.last_rescale, self.overflows_since_rescale = 0, -1, -1, 0
+
+    def is_enabled(self) -> bool:
+        """Whether gradients are scaled at all."""
+        return bool(self.grad_scaler.is_enabled())
+
+    def get_scale(self) -> float:
+        """The current loss scale (1.0 when disabled)."""
+        return float(self.grad_scaler.get_scale())
+
+    def scale(self, loss: torch.Tensor) -> torch.Tensor:
+        """`loss` times the scale."""
+        return self.grad_scaler.scale(loss)
+
+    def unscale_(self, optimizer: torch.optim.Optimizer) -> None:
+        """Divide the optimizer's gradients by the scale."""
+        self.grad_scaler.unscale_(optimizer)
+
+    def step(self, optimizer: torch.optim.Optimizer) -> None:
+        """The optimizer's step on unscaled gradients (the scaler's own overflow check still applies)."""
+        self.grad_scaler.step(optimizer)
 
     def finish_step(self, overflow: bool) -> None:
         """End an update (after `step`, or instead of it when `overflow`): set the next scale.
@@ -46,7 +71,7 @@ class LossScaler(torch.amp.GradScaler):
             scale *= 2.0
             self.last_rescale = self.iteration
         self.iteration += 1
-        self.update(float(scale))
+        self.grad_scaler.update(float(scale))
 
     def _after_overflow(self, scale: float) -> float:
         """The scale after an overflow: halved (not below the threshold) once the tolerance is used up."""
@@ -67,7 +92,7 @@ class LossScaler(torch.amp.GradScaler):
 
     def state_dict(self) -> Dict[str, Any]:
         """torch's entries plus fairseq's counters under `fairseq` (empty when disabled)."""
-        state = super().state_dict()
+        state = self.grad_scaler.state_dict()
         if state:
             state["fairseq"] = {"iteration": self.iteration, "last_overflow": self.last_overflow,
                                 "last_rescale": self.last_rescale,
@@ -76,9 +101,11 @@ class LossScaler(torch.amp.GradScaler):
 
     def load_state_dict(self, state_dict: Dict[str, Any]) -> None:
         """Restore a `state_dict`; one of a plain GradScaler keeps its growth count towards the next doubling."""
-        super().load_state_dict(state_dict)
         if not self.is_enabled():
             return
+        # torch_npu's scaler also requires its `dynamic` entry, which CUDA and CPU scalers do not write
+        # and torch's ignores.
+        self.grad_scaler.load_state_dict({"dynamic": True, **state_dict})
         counters = state_dict.get("fairseq")
         if counters is None:
             # `_growth_tracker` updates since the last overflow or doubling: as if that overflow came just before.
@@ -93,7 +120,7 @@ def loss_scaler(common: CommonConfig, device: torch.device, enabled: bool, defau
     """The scaler of `common.fp16` (its fp16_* settings, `default_window` when fp16_scale_window is null)
     or of `common.amp` (amp_init_scale, amp_scale_window, no tolerance or threshold, as in fairseq)."""
     if not common.amp:
-        return LossScaler(device.type, enabled, init_scale=common.fp16_init_scale,
+        return LossScaler(device, enabled, init_scale=common.fp16_init_scale,
                           scale_window=common.fp16_scale_window or default_window,
                           tolerance=common.fp16_scale_tolerance, threshold=common.threshold_loss_scale,
                           min_loss_scale=common.min_loss_scale)
@@ -103,5 +130,5 @@ def loss_scaler(common: CommonConfig, device: torch.device, enabled: bool, defau
             "updates without overflow, as fairseq's help says; fairseq 0.12.2's code instead starts from "
             "fp16_init_scale (%s) and, when amp_scale_window is set, doubles every amp_init_scale updates.",
             common.amp_init_scale, common.amp_scale_window or AMP_WINDOW, common.fp16_init_scale)
-    return LossScaler(device.type, enabled, init_scale=common.amp_init_scale,
+    return LossScaler(device, enabled, init_scale=common.amp_init_scale,
                       scale_window=common.amp_scale_window or AMP_WINDOW, min_loss_scale=common.min_loss_scale)

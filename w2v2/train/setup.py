@@ -71,14 +71,12 @@ def seed_everything(seed: int) -> None:
 
 def choose_device(cfg: TrainConfig, info: ProcessInfo) -> torch.device:
     """`common.cpu` forces the CPU; otherwise `W2V2_DEVICE` (default: the best accelerator), one per
-    local rank. `W2V2_MATMUL_PRECISION` = fp32 / hf32 turns TF32 (CUDA) or HF32 (NPU) off / on."""
+    local rank. `W2V2_MATMUL_PRECISION` (or the Ascend fork's `ALLOW_FP32` / `ALLOW_HF32`) = fp32 / hf32
+    sets TF32 (CUDA) or HF32 (NPU) as `devices.set_matmul_precision` says."""
     requested = "cpu" if cfg.common.cpu else os.environ.get("W2V2_DEVICE", "auto")
+    mode = devices.matmul_mode(os.environ)
     device = devices.pick_device(requested, info.local_rank)
-    mode = os.environ.get("W2V2_MATMUL_PRECISION", "")
-    if mode:
-        if mode not in ("fp32", "hf32", "tf32"):
-            raise W2v2Error(f"`W2V2_MATMUL_PRECISION` must be fp32, hf32 or tf32, but is {mode!r} instead.")
-        devices.set_reduced_precision_matmul(device, allow=mode != "fp32")
+    devices.set_matmul_precision(device, mode)
     return device
 
 
@@ -132,6 +130,7 @@ def build_pipeline(task: Task, split: str, training: bool, device: torch.device,
     (`w2v2 evaluate` reads the same validation limits from a checkpoint: `inference.evaluate.validation_batching`.)"""
     cfg = task.cfg.dataset
     dataset = task.dataset(split, training)
+    _bucket(dataset, task.cfg.task.num_batch_buckets, device)
     max_tokens = cfg.max_tokens if training else (cfg.max_tokens_valid or cfg.max_tokens)
     batch_size = cfg.batch_size if training else (cfg.batch_size_valid or cfg.batch_size)
     drop_long = dataset.drop_long_items if training else cfg.skip_invalid_size_inputs_valid_test
@@ -142,8 +141,8 @@ def build_pipeline(task: Task, split: str, training: bool, device: torch.device,
                                     batch_size_multiple=cfg.required_batch_size_multiple)
     generator = torch.Generator()
     generator.manual_seed(seed)
-    loader = build_dataloader(dataset, sampler, num_workers=cfg.num_workers, pin_memory=devices.pin_memory(device),
-                              generator=generator)
+    loader = build_dataloader(dataset, sampler, num_workers=cfg.num_workers, generator=generator,
+                              **devices.pin_memory(device))
     return DataPipeline(dataset, sampler, loader, generator)
 
 
@@ -163,6 +162,13 @@ def no_batch_message(data: DataPipeline, cfg: TrainConfig) -> str:
                        f"the shortest of them has {int(sampler.lengths.min())}; raise it)")
     return (f"{split} yields no batch: all {listed} of its utterances were left out: {' and '.join(reasons)}; "
             "training would make no update.")
+
+
+def _bucket(dataset: AudioDataset, num_batch_buckets: int, device: torch.device) -> None:
+    """`task.num_batch_buckets`, or on a device that compiles per shape (NPU) its default when the config
+    leaves it at 0 and batches are padded."""
+    buckets = num_batch_buckets or (devices.default_batch_buckets(device) if dataset.pads else 0)
+    dataset.set_bucket_info(buckets)
 
 
 def _refuse_long_items(dataset: AudioDataset, split: str, max_tokens: Optional[int], budget_key: str) -> None:

@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import contextlib
 import logging
-import math
 from dataclasses import dataclass
 from typing import Any, Dict, List, Optional, Sequence
 
@@ -51,14 +50,22 @@ def sum_logs(logs: Sequence[Dict[str, Any]]) -> Dict[str, float]:
     return total
 
 
+# Logged outputs that count things: summed over ranks exactly, as integers.
+COUNT_KEYS = frozenset({"sample_size", "ntokens", "nsentences", "batches", "updates", "overflows", "correct",
+                        "count", "c_errors", "c_total", "w_errors", "wv_errors", "w_total"})
+
+
 def all_reduce_sums(stats: Dict[str, float], device: torch.device) -> Dict[str, float]:
-    """Sum `stats` over ranks (every rank must pass the same keys)."""
+    """Sum `stats` over ranks (every rank must pass the same keys): the counts of `COUNT_KEYS` as int64,
+    the rest as float32, the dtypes HCCL reduces (it has no float64), as the Ascend fork does."""
     if not (dist.is_available() and dist.is_initialized()) or dist.get_world_size() == 1:
         return stats
-    keys = sorted(stats)
-    values = torch.tensor([stats[k] for k in keys], dtype=torch.float64, device=device)
-    dist.all_reduce(values)
-    return dict(zip(keys, values.tolist()))
+    count_keys = sorted(k for k in stats if k in COUNT_KEYS)
+    sum_keys = sorted(k for k in stats if k not in COUNT_KEYS)
+    counts = torch.tensor([round(stats[k]) for k in count_keys], dtype=devices.COUNT_DTYPE, device=device)
+    sums = torch.tensor([stats[k] for k in sum_keys], dtype=devices.SUM_DTYPE, device=device)
+    devices.all_reduce_stats(counts, sums)
+    return {**dict(zip(count_keys, map(float, counts.tolist()))), **dict(zip(sum_keys, sums.tolist()))}
 
 
 class Trainer:
@@ -73,7 +80,7 @@ class Trainer:
         self.model, self.criterion, self.optimizer = model, criterion, optimizer
         self.lr_scheduler, self.device, self.clip_norm = lr_scheduler, device, clip_norm
         self.precision, self.empty_cache_freq = precision, empty_cache_freq
-        self.scaler = scaler or LossScaler(device.type, precision.loss_scaling)
+        self.scaler = scaler or LossScaler(device, precision.loss_scaling)
         self.forward_module = ddp if ddp is not None else model
         self.world_size = dist.get_world_size() if dist.is_available() and dist.is_initialized() else 1
         self.num_updates = 0
@@ -94,6 +101,7 @@ class Trainer:
         self.model.train()
         self.model.set_num_updates(self.num_updates)
         logs: List[Dict[str, Any]] = []
+        devices.clear_overflow(self.device)
         for i, batch in enumerate(batches):
             batch = move_to(batch, self.device)
             repeated = bool(batch.get("repeated", False))  # a filler batch that evens out the ranks
@@ -104,7 +112,9 @@ class Trainer:
             logs.append(_batch_logs(out.logs, batch, repeated))
         stats = all_reduce_sums(sum_logs(logs), self.device)
         grad_norm = self._normalise_and_clip(stats.get("sample_size", 0.0))
-        stepped = math.isfinite(grad_norm)
+        # Every rank skips together: a saturating NPU flags an overflow that only its own kernels saw.
+        overflows = all_reduce_sums({"overflows": float(devices.overflowed(self.device, grad_norm))}, self.device)
+        stepped = overflows["overflows"] == 0
         if stepped:
             self.scaler.step(self.optimizer)
         self.scaler.finish_step(overflow=not stepped)
