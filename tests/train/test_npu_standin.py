@@ -108,7 +108,7 @@ def test_validation_forks_the_device_rng_too(tiny_manifest, tmp_path, npu):
     before = npu.get_rng_state(0)
     run.validate()
     assert torch.equal(npu.get_rng_state(0), before)
-    run._validate_subset(next(iter(run.valid_data.values())))  # the same draws, not forked
+    run._validate_subset(*next(iter(run.valid_data.items())))  # the same draws, not forked
     assert not torch.equal(npu.get_rng_state(0), before)
 
 
