@@ -22,8 +22,9 @@ SAMPLE_RATE = 16000
 LETTERS = list("|ETAONIHSRDLUMWCFGYPBVK'XJQZ")
 SIZES: Dict[str, Dict[str, Any]] = {
     "base": {},  # fairseq's defaults are the BASE model
+    # CNN narrower than the encoder, as in BASE (512 -> 768), so both toolkits have the feature projection
     "small": dict(encoder_layers=4, encoder_embed_dim=256, encoder_ffn_embed_dim=1024, encoder_attention_heads=4,
-                  conv_feature_layers="[(256,10,5)]+[(256,3,2)]*4+[(256,2,2)]*2", conv_pos=32, conv_pos_groups=8),
+                  conv_feature_layers="[(128,10,5)]+[(128,3,2)]*4+[(128,2,2)]*2", conv_pos=32, conv_pos_groups=8),
 }
 PRETRAIN = dict(quantize_targets=True, final_dim=256, dropout_input=0.1, dropout_features=0.1, feature_grad_mult=0.1,
                 encoder_layerdrop=0.0)
