@@ -97,3 +97,43 @@ def test_attention_dropout_path_equals_sdpa_with_the_same_random_numbers():
     assert torch.allclose(ours, expected, atol=1e-6)
     torch.manual_seed(6)
     assert not torch.allclose(attention(x, padding), expected, atol=1e-3)  # the dropout does draw
+
+
+def test_contrastive_logits_equal_torch_cosine_similarity_with_the_same_gradients():
+    model = Wav2Vec2Model(Wav2Vec2Config.from_dict(TINY))
+    x = torch.randn(2, 5, 16, requires_grad=True)
+    y = torch.randn(2, 5, 16, requires_grad=True)
+    negatives = torch.randn(3, 2, 5, 16, requires_grad=True)
+    ours = model.compute_preds(x, y, negatives)
+    ours.pow(2).sum().backward()
+    ours_grads = [t.grad.clone() for t in (x, y, negatives)]
+    for t in (x, y, negatives):
+        t.grad = None
+    expected = torch.cosine_similarity(x, torch.cat([y.unsqueeze(0), negatives]), dim=-1) / model.cfg.logit_temp
+    expected.pow(2).sum().backward()
+    assert torch.allclose(ours, expected, atol=1e-6)
+    for mine, theirs in zip(ours_grads, (x.grad, y.grad, negatives.grad)):
+        assert torch.allclose(mine, theirs, atol=1e-5)
+
+
+def test_quantizer_codebook_lookup_equals_fairseqs_broadcast_sum():
+    torch.manual_seed(0)
+    model = Wav2Vec2Model(Wav2Vec2Config.from_dict(TINY))
+    quantizer = model.quantizer
+    features = torch.randn(2, 6, 16)
+    for training in (True, False):
+        quantizer.train(training)
+        torch.manual_seed(3)
+        out = quantizer(features)["x"]
+        out.pow(2).sum().backward()
+        grad = quantizer.vars.grad.clone()
+        quantizer.vars.grad = None
+        torch.manual_seed(3)  # the same Gumbel noise
+        logits = quantizer.weight_proj(features.reshape(-1, 16)).view(2 * 6 * 2, -1)
+        onehot = F.gumbel_softmax(logits, tau=quantizer.curr_temp, hard=True) if training else \
+            torch.zeros_like(logits).scatter_(-1, logits.argmax(-1, keepdim=True), 1.0)
+        expected = (onehot.reshape(12, -1).unsqueeze(-1) * quantizer.vars).view(12, 2, 10, -1).sum(-2).view(2, 6, -1)
+        expected.pow(2).sum().backward()
+        assert torch.equal(out, expected)
+        assert torch.allclose(grad, quantizer.vars.grad, atol=1e-6)
+        quantizer.vars.grad = None
