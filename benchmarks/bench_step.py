@@ -5,8 +5,9 @@ Wav2Vec2ForPreTraining with the same config, weights and batch (forward + backwa
     PYTHONPATH=. python benchmarks/bench_step.py --quick          # a small smoke run (no meaningful timing)
 
 Every measurement runs in a fresh process (ours and theirs alternate, the order flipping each round):
-one step under torch.utils.flop_counter (also the first warm-up), `--warmup` more, then `--steps`
-timed ones. Each process also times a square fp32 (or --dtype) matmul, the peak MFU is measured
+one step under torch.utils.flop_counter (also the first warm-up; eager even with --compile), `--warmup`
+more, then `--steps` timed ones (with --compile, warm up 3 or more: the second compiled call recompiles
+for dynamic shapes). Each process also times a square fp32 (or --dtype) matmul, the peak MFU is measured
 against. Peak RSS is the process's high-water mark over the steps only (model building excluded).
 Results go to benchmarks/results/step-*.json and a table is printed.
 """
@@ -87,8 +88,6 @@ def worker(spec: Dict[str, Any]) -> Dict[str, Any]:
     model = ours if spec["impl"] == "ours" else step_models.build_hf(ours, spec["task"], spec["attention"])
     del ours
     model.to(device)
-    if spec["compile"]:
-        model.compile()
     batch = step_models.make_batch(spec["batch"], spec["seconds"], spec["mixed"])
     step = step_models.make_step(spec["impl"], spec["task"], model, batch, device, dtype)
     cuda = device.type == "cuda"
@@ -98,6 +97,8 @@ def worker(spec: Dict[str, Any]) -> Dict[str, Any]:
     with FlopCounterMode(display=False) as counter:
         step()
     flops = counter.get_total_flops()
+    if spec["compile"]:  # after the count, which runs eagerly; the warm-up steps then include the compilation
+        model.compile()
     for _ in range(spec["warmup"]):
         step()
     times, losses = [], []

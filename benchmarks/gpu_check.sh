@@ -33,7 +33,7 @@ BENCH=(benchmarks/bench_step.py --device cuda --dtype bf16 --size base --batch 8
 for task in ctc pretrain; do  # one file each, so a time-out loses one half only
     step 100 "bench-bf16-$task" "$PY" "${BENCH[@]}" --tasks $task --output "$RESULTS/step-base-cuda-bf16-$task-$STAMP.json"
 done
-step 90 bench-bf16-compile "$PY" "${BENCH[@]}" --tasks ctc --batches uniform --compile \
+step 90 bench-bf16-compile "$PY" "${BENCH[@]}" --tasks ctc --batches uniform --compile --warmup 3 \
     --output "$RESULTS/step-base-cuda-bf16-compile-$STAMP.json"
 echo "== done ($(date +%T)), status $status; log: $LOG"
 exit $status
