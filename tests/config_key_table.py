@@ -17,6 +17,7 @@ FINDINGS: dict = {}
 CONFIG = "tests/train/test_config.py::"
 CHECKPOINTING = "tests/train/test_checkpointing.py::"
 EFFECTS = "tests/models/test_config_effects.py::"
+SPEED = "tests/models/test_speed_options.py::"
 HYDRA = "tests/cli/test_hydra_train.py::"
 RUN = "tests/train/test_run_keys.py::"
 SCHEDULES = "tests/train/test_lr_schedules.py::"
@@ -153,6 +154,9 @@ USED_KEY_TESTS = {
         "require_same_masks", "mask_dropout", "mask_channel_length", "mask_channel_prob", "mask_channel_before",
         "mask_channel_selection", "mask_channel_other", "no_mask_channel_overlap", "mask_channel_min_space")},
     "model.wav2vec2.required_seq_len_multiple": EFFECTS + "test_required_seq_len_multiple_pads_the_encoder_input",
+    "model.wav2vec2.checkpoint_activations": SPEED + "test_checkpoint_activations_keeps_less_for_backward_with_the_same_"
+                                               "outputs_and_gradients",
+    "model.wav2vec_ctc.checkpoint_activations": SPEED + "test_finetuning_checkpoint_activations_replaces_the_pretrained_value",
     **{f"model.wav2vec_ctc.{key}": f"{CTC}[{key}]" for key in (
         "mask_length", "mask_prob", "mask_selection", "mask_other", "no_mask_overlap", "require_same_masks",
         "mask_dropout", "mask_channel_length", "mask_channel_prob", "mask_channel_before", "mask_channel_selection",

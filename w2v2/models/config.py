@@ -112,7 +112,7 @@ class Wav2Vec2Config(MaskConfig):
     pos_conv_depth: int = default_only(1, "stacked positional convolutions are data2vec's")
     latent_temp: Tuple[float, float, float] = (2.0, 0.5, 0.999995)  # start, floor, decay per update
     max_positions: int = no_effect(100000)  # conformer positions
-    checkpoint_activations: bool = no_effect(False)
+    checkpoint_activations: bool = False  # recompute each Transformer layer in backward: less memory, more compute
     required_seq_len_multiple: int = 2
     crop_seq_to_multiple: int = 1
     depthwise_conv_kernel_size: int = no_effect(31)  # conformer
@@ -146,7 +146,8 @@ class Wav2Vec2Config(MaskConfig):
 FINETUNE_OVERRIDES = ("dropout", "activation_dropout", "dropout_input", "attention_dropout", "mask_length", "mask_prob",
                       "require_same_masks", "mask_dropout", "mask_selection", "mask_other", "no_mask_overlap",
                       "mask_channel_length", "mask_channel_prob", "mask_channel_before", "mask_channel_selection",
-                      "mask_channel_other", "no_mask_channel_overlap", "encoder_layerdrop", "feature_grad_mult")
+                      "mask_channel_other", "no_mask_channel_overlap", "encoder_layerdrop", "feature_grad_mult",
+                      "checkpoint_activations")
 
 
 @dataclass
@@ -176,7 +177,7 @@ class Wav2Vec2CtcConfig(MaskConfig):
     load_ema: bool = default_only(False, DATA2VEC)
     offload_activations: bool = no_effect(False)
     min_params_to_wrap: int = no_effect(100000000)  # fully sharded training
-    checkpoint_activations: bool = no_effect(False)
+    checkpoint_activations: bool = False  # replaces the pretrained model's value, as in fairseq
     ddp_backend: Optional[str] = no_effect(None, link="distributed_training.ddp_backend")
     layer_decay: float = default_only(1.0, "layer-wise lr decay is not implemented")
     layer_type: str = no_effect("transformer")  # data2vec

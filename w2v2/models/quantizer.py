@@ -54,7 +54,9 @@ class GumbelVectorQuantizer(nn.Module):
         onehot = onehot.reshape(bsz * tsz, -1)  # (B*T, G*V)
         if produce_targets:
             result["targets"] = onehot.view(bsz * tsz * self.groups, -1).argmax(-1).view(bsz, tsz, self.groups)
-        # (B*T, G*V, 1) * (1, G*V, D/G) summed over V -> (B, T, D)
-        vectors = (onehot.unsqueeze(-1) * self.vars).view(bsz * tsz, self.groups, self.num_vars, -1).sum(-2)
-        result["x"] = vectors.view(bsz, tsz, -1)
+        # (G, B*T, V) @ (G, V, D/G) -> (B, T, D): fairseq's broadcast product summed over V, as one batched
+        # matmul; with one nonzero per row the forward values are the same bits.
+        codebook = self.vars.view(self.groups, self.num_vars, -1)
+        vectors = torch.bmm(onehot.view(bsz * tsz, self.groups, -1).transpose(0, 1), codebook)
+        result["x"] = vectors.transpose(0, 1).reshape(bsz, tsz, -1)
         return result

@@ -15,6 +15,15 @@ from w2v2.models.quantizer import GumbelVectorQuantizer
 from w2v2.models.transformer import TransformerEncoder
 
 
+def _unit(t: torch.Tensor, eps: float = 1e-8) -> torch.Tensor:
+    """t over its norm on the last axis, the norm clamped to eps as torch.cosine_similarity does (the clamp
+    outside autograd, as there)."""
+    norm = torch.linalg.vector_norm(t, 2, dim=-1, keepdim=True).clone()
+    with torch.no_grad():
+        norm.clamp_min_(eps)
+    return t / norm
+
+
 class Wav2Vec2Model(nn.Module):
     """fairseq's `Wav2Vec2Model`, with its parameter names, so checkpoints copy key by key."""
 
@@ -175,7 +184,9 @@ class Wav2Vec2Model(nn.Module):
         """Cosine similarity / logit_temp of x with [y, negatives]: (1+K, B, M); a negative equal to y gets -inf."""
         neg_is_pos = (y == negatives).all(-1)
         candidates = torch.cat([y.unsqueeze(0), negatives], dim=0)
-        logits = torch.cosine_similarity(x.float(), candidates.float(), dim=-1) / self.cfg.logit_temp
+        # torch.cosine_similarity's own steps, but x normalised once instead of once per candidate after
+        # broadcasting: the same values, without (1+K) copies of x and their backward.
+        logits = (_unit(x.float()).unsqueeze(0) * _unit(candidates.float())).sum(-1) / self.cfg.logit_temp
         logits = logits.type_as(x)
         if neg_is_pos.any():
             logits = torch.cat([logits[:1], logits[1:].masked_fill(neg_is_pos, float("-inf"))], dim=0)

@@ -15,6 +15,7 @@ from dataclasses import dataclass
 from typing import Any, Dict, Iterable, List, Optional, Tuple, Union
 
 import torch
+from torch.utils._foreach_utils import _get_fused_kernels_supported_devices
 
 from w2v2.errors import W2v2Error
 from w2v2.schema import Group, at_least, default_only, no_effect, require
@@ -80,6 +81,10 @@ def build_optimizer(
     if not params:
         raise W2v2Error("the optimizer got no trainable parameters (every parameter has requires_grad=False).")
     lr = float(cfg.lr[0]) if cfg.lr else 0.0
+    # One fused kernel over all tensors instead of ~10 small ops per parameter (torch's default on CPU is
+    # the per-parameter loop); devices without a fused kernel get the multi-tensor (foreach) path.
+    fused = all(p.device.type in _get_fused_kernels_supported_devices() for p in params)
     return torch.optim.AdamW(
-        params, lr=lr, betas=parse_betas(cfg.adam_betas), eps=cfg.adam_eps, weight_decay=cfg.weight_decay
+        params, lr=lr, betas=parse_betas(cfg.adam_betas), eps=cfg.adam_eps, weight_decay=cfg.weight_decay,
+        fused=fused or None, foreach=None if fused else True,
     )

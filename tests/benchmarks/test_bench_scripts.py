@@ -1,0 +1,52 @@
+"""The benchmark scripts run end to end in their --quick modes (their timings are never checked)."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parents[2]
+pytest.importorskip("transformers")
+
+
+def _run(script: str, *args: str) -> str:
+    done = subprocess.run([sys.executable, str(ROOT / "benchmarks" / script), *args], cwd=ROOT,
+                          capture_output=True, text=True, env={"PYTHONPATH": str(ROOT), "PATH": "/usr/bin:/bin"})
+    assert done.returncode == 0, done.stderr[-3000:]
+    return done.stdout
+
+
+def test_bench_step_quick_compares_the_same_model_in_both_toolkits(tmp_path):
+    output = tmp_path / "step.json"
+    printed = _run("bench_step.py", "--quick", "--tasks", "ctc", "--batches", "mixed", "--output", str(output))
+    report = json.loads(output.read_text())
+    (case,) = report["cases"]
+    ours, hf = case["results"]["ours"], case["results"]["hf"]
+    # the same config and weights: the same work, and the same parameters trained (the CNN frozen in both)
+    assert abs(ours["flops"] - hf["flops"]) / hf["flops"] < 0.02
+    assert ours["trainable_parameters"] == hf["trainable_parameters"]
+    for result in (ours, hf):
+        assert result["timed_steps"] == 1 and result["best_s"] > 0 and 0 < result["mfu_best"]
+        assert result["peak_rss_gb"] > 0.1
+    assert case["name"] in printed and "ratio" in printed
+
+
+@pytest.mark.slow
+def test_bench_step_quick_runs_every_case(tmp_path):
+    output = tmp_path / "step.json"
+    _run("bench_step.py", "--quick", "--profile", "5", "--output", str(output))
+    cases = json.loads(output.read_text())["cases"]
+    assert len(cases) == 4 and all(len(c["results"]["ours"]["profile"]) == 5 for c in cases)
+
+
+@pytest.mark.slow
+def test_bench_train_quick_reports_the_loop_numbers(tmp_path):
+    output = tmp_path / "train.json"
+    _run("bench_train.py", "--quick", "--workdir", str(tmp_path / "work"), "--output", str(output))
+    report = json.loads(output.read_text())
+    assert report["letters_per_s"] > 0 and report["audio_s_per_s"] > 0
+    assert 0 <= report["padding_fraction"] < 1 and 0 <= report["data_wait_share"] < 1
