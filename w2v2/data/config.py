@@ -39,6 +39,10 @@ class AudioPretrainingConfig(Group):
 
     def check(self, where: str) -> None:
         at_least(self.sample_rate, 1, f"{where}.sample_rate")
+        if self.max_sample_size is not None:
+            at_least(self.max_sample_size, 1, f"{where}.max_sample_size")
+        if self.min_sample_size is not None:
+            at_least(self.min_sample_size, 0, f"{where}.min_sample_size")
 
 
 @dataclass

@@ -259,12 +259,16 @@ def validation_dataset(cfg: Mapping[str, Any], data: Path, name: str, dictionary
                                            min_sample_size=int(task.get("min_sample_size") or 0))
 
 
-def load_ctc_model(checkpoint: PathLike, trusted: bool) -> Wav2Vec2Ctc:
-    """The fine-tuned model of `checkpoint`; a pretrained-only model cannot transcribe."""
+def load_ctc_model(checkpoint: PathLike, trusted: bool, letters: bool = False) -> Wav2Vec2Ctc:
+    """The fine-tuned model of `checkpoint`; a pretrained-only model cannot transcribe. With `letters`, the
+    checkpoint must store its dictionary (nothing else says which letter each output is)."""
     model = load_model(checkpoint, trusted=trusted)
     if not isinstance(model, Wav2Vec2Ctc):
         raise W2v2Error(f"`--checkpoint` must be a fine-tuned CTC model (wav2vec_ctc), but {checkpoint} holds a "
                         "pretrained wav2vec2 model instead; fine-tune it first.")
+    if letters and model.dictionary is None:
+        raise W2v2Error(f"checkpoint {checkpoint} stores no dictionary (no task_state.target_dictionary), so its "
+                        "outputs cannot be turned into letters; use a checkpoint fine-tuned by fairseq or w2v2.")
     return model
 
 
