@@ -35,7 +35,8 @@ def parse_args(argv: Optional[Sequence[str]]) -> argparse.Namespace:
     parser.add_argument("--config-dir", "-cd", default=None, help="folder of YAML configs (default: bundled recipes)")
     parser.add_argument("--config-path", "-cp", default=None, help="same as --config-dir (Hydra's other name)")
     parser.add_argument("--config-name", "-cn", required=True, help="config file name without .yaml")
-    parser.add_argument("--debug", action="store_true", help="print the traceback of an error as well (or set W2V2_DEBUG=1)")
+    parser.add_argument("--debug", action="store_true",
+                        help="print the traceback of an error as well (or set W2V2_DEBUG=1)")
     parser.add_argument("overrides", nargs="*", help="Hydra overrides: key=value, +key=value, ~key")
     return parser.parse_args(argv)
 
@@ -110,11 +111,20 @@ def spawn(argv: List[str], cwd: str, nprocs: int) -> None:
 
     config = LaunchConfig(min_nodes=1, max_nodes=1, nproc_per_node=nprocs, run_id=str(uuid.uuid4()),
                           rdzv_backend="c10d", rdzv_endpoint="127.0.0.1:0", max_restarts=0, monitor_interval=1)
+    if not debugging("--debug" in argv):
+        _quiet_launcher()
     with tempfile.TemporaryDirectory(prefix="w2v2-errors-") as error_dir:
         try:
             elastic_launch(config, spawned_worker)(argv, cwd, error_dir)
         except ChildFailedError as failed:
             raise rank_failure(failed, Path(error_dir), nprocs) from None
+
+
+def _quiet_launcher() -> None:
+    """Silence the launcher's own report of a failed process (its traceback): `rank_failure` says it in one paragraph."""
+    for name in list(logging.root.manager.loggerDict):
+        if name.startswith(("torch.distributed.elastic", "torch.multiprocessing")):
+            logging.getLogger(name).setLevel(logging.CRITICAL)
 
 
 def rank_failure(failed: Exception, error_dir: Path, nprocs: int) -> W2v2Error:

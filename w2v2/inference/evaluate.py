@@ -222,9 +222,9 @@ def evaluate(
             _decode_batch(model, decoder, batch, dataset, target_device, result)
     synchronize(target_device)
     if not result.utterances:
-        raise W2v2Error(f"{data / (name + '.tsv')} yields no utterance to evaluate ({len(dataset) + dataset.num_skipped} "
-                        f"listed, {result.left_out} left out as validation leaves them out), so there is no error "
-                        "rate to report.")
+        listed = len(dataset) + dataset.num_skipped
+        raise W2v2Error(f"{data / (name + '.tsv')} yields no utterance to evaluate ({listed} listed, {result.left_out} "
+                        "left out as validation leaves them out), so there is no error rate to report.")
     result.decode_seconds = time.perf_counter() - started
     result.details.sort(key=lambda utterance: utterance.id)
     return result
