@@ -14,6 +14,7 @@ from pathlib import Path
 from typing import Callable, List, NamedTuple, Tuple
 
 import pytest
+import torch
 
 from tests.cli.hostile_world import World, first_entry, write_audio, write_checkpoints
 from w2v2.cli import hydra_train
@@ -180,6 +181,17 @@ def world(tiny_manifest, tmp_path_factory) -> World:
     (shared / "checkpoints").mkdir()
     (shared / "audio").mkdir()
     return World(tiny_manifest, write_checkpoints(shared / "checkpoints"), write_audio(shared / "audio"))
+
+
+@pytest.fixture(autouse=True)
+def keep_threads(monkeypatch):
+    """Training with data workers sets torch's thread count and OMP_NUM_THREADS for the whole process
+    (`w2v2.data.loader.limit_threads`); later tests must not inherit them."""
+    for name in ("OMP_NUM_THREADS", "MKL_NUM_THREADS"):
+        monkeypatch.delenv(name, raising=False)
+    threads = torch.get_num_threads()
+    yield
+    torch.set_num_threads(threads)
 
 
 def run_command(program: str, argv: List[str], capsys) -> Tuple[int, str]:

@@ -117,7 +117,7 @@ def spawn(argv: List[str], cwd: str, nprocs: int) -> None:
         try:
             elastic_launch(config, spawned_worker)(argv, cwd, error_dir)
         except ChildFailedError as failed:
-            raise rank_failure(failed, Path(error_dir), nprocs) from None
+            raise rank_failure(failed, Path(error_dir), nprocs) from failed
 
 
 def _quiet_launcher() -> None:
