@@ -4,8 +4,9 @@ from __future__ import annotations
 
 import contextlib
 import os
+import re
 from pathlib import Path
-from typing import IO, Iterator, Mapping, Union
+from typing import IO, Iterator, List, Mapping, Union
 
 from w2v2.errors import W2v2Error
 
@@ -16,6 +17,30 @@ TEMP_SUFFIX = ".tmp"
 def temp_path(path: Path) -> Path:
     """The hidden temporary file a write of `path` goes through (one per process, so ranks never share one)."""
     return path.with_name(f".{path.name}.{os.getpid()}{TEMP_SUFFIX}")
+
+
+def remove_stale_temp_files(folder: Path) -> List[Path]:
+    """Delete the `temp_path` files in `folder` whose writer is gone (killed, or its disk filled up);
+    returns them. A file of a live process other than this one is left alone: it may be writing."""
+    removed = []
+    for path in sorted(folder.iterdir()) if folder.is_dir() else []:
+        match = re.fullmatch(rf"\..+\.(\d+){re.escape(TEMP_SUFFIX)}", path.name)
+        if match and path.is_file() and not _other_live_process(int(match.group(1))):
+            path.unlink(missing_ok=True)
+            removed.append(path)
+    return removed
+
+
+def _other_live_process(pid: int) -> bool:
+    if pid == os.getpid():
+        return False  # a process writes nothing before it starts, so a file with its pid is an older one's
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True  # another user's process
+    return True
 
 
 @contextlib.contextmanager

@@ -8,7 +8,7 @@ import pytest
 import torch
 
 from w2v2.errors import W2v2Error
-from w2v2.train.checkpointing import (BestMetric, CheckpointPolicy, load_optimizer_state, restore_path, rng_state,
+from w2v2.train.checkpointing import (BestMetric, CheckpointPolicy, find_restore, load_optimizer_state, rng_state,
                                       set_rng_state)
 from w2v2.train.config import CheckpointConfig
 
@@ -72,11 +72,14 @@ def test_keep_best_checkpoints(tmp_path, maximize, kept):
 
 def test_restore_path(tmp_path):
     cfg = CheckpointConfig()
-    assert restore_path(cfg, tmp_path) is None  # the default file may be missing: a fresh start
-    (tmp_path / "checkpoint_last.pt").write_bytes(b"")
-    assert restore_path(cfg, tmp_path) == tmp_path / "checkpoint_last.pt"
+    assert find_restore(cfg, tmp_path) is None  # the default file may be missing: a fresh start
+    torch.save({"model": {}}, tmp_path / "checkpoint_last.pt")
+    path, state, why = find_restore(cfg, tmp_path)
+    assert path == tmp_path / "checkpoint_last.pt" and state == {"model": {}} and "newest loadable" in why
     with pytest.raises(W2v2Error, match="restore_file.*does not exist"):
-        restore_path(CheckpointConfig(restore_file="elsewhere.pt"), tmp_path)
+        find_restore(CheckpointConfig(restore_file="elsewhere.pt"), tmp_path)
+    torch.save({"model": {"w": torch.ones(1)}}, tmp_path / "elsewhere.pt")
+    assert find_restore(CheckpointConfig(restore_file="elsewhere.pt"), tmp_path)[0] == tmp_path / "elsewhere.pt"
 
 
 def test_rng_state_round_trip(tmp_path):

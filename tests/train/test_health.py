@@ -7,7 +7,7 @@ import logging
 import pytest
 
 from w2v2.train.config_loading import load_train_config
-from w2v2.train.health import NONFINITE_STOP, HealthMonitor
+from w2v2.train.health import NONFINITE_STOP, HealthMonitor, TrainingDiverged
 from w2v2.train.trainer import UpdateResult
 from tests.corpus import FIXTURE_CONFIGS
 
@@ -45,7 +45,7 @@ def test_repeated_non_finite_updates_warn_then_stop(monitor, caplog):
         for update in range(3):
             monitor.observe(bad, update)
     assert "3 updates in a row" in caplog.records[-1].getMessage()
-    with pytest.raises(FloatingPointError):
+    with pytest.raises(TrainingDiverged, match="diverged"):
         for update in range(NONFINITE_STOP):
             monitor.observe(bad, update)
 

@@ -12,15 +12,17 @@ from __future__ import annotations
 import argparse
 import logging
 import os
+import signal
 import sys
 import tempfile
 import uuid
 from pathlib import Path
-from typing import List, Optional, Sequence
+from typing import Any, List, Optional, Sequence
 
 from w2v2.errors import W2v2Error, debugging, paragraph, report
 from w2v2.fileio import write_text_atomically
 from w2v2.train.config_loading import LoadedConfig, load_train_config
+from w2v2.train.interrupts import STOP_SIGNALS, TrainingInterrupted
 from w2v2.train.progress import setup_console_logging
 
 logger = logging.getLogger("w2v2.train")
@@ -67,7 +69,12 @@ def run_worker(argv: List[str], cwd: str) -> float:
         _write_config(loaded, run_dir)
     setup_console_logging(run_dir / "hydra_train.log" if rank == 0 else None, rank, loaded.cfg.common.log_file)
     logger.info("config %s, run directory %s", loaded.config_path, run_dir)
-    summary = train(loaded.cfg, run_dir)
+    try:
+        summary = train(loaded.cfg, run_dir)
+    except TrainingInterrupted as stopped:
+        if "TORCHELASTIC_RUN_ID" in os.environ:
+            sys.exit(stopped.exit_code)  # a launched worker reports it as its exit status, as a killed one would
+        raise
     return summary.best if summary.best is not None else float("nan")
 
 
@@ -106,6 +113,7 @@ def spawned_worker(argv: List[str], cwd: str, error_dir: str) -> float:
 def spawn(argv: List[str], cwd: str, nprocs: int) -> None:
     """Start `nprocs` local processes with torchrun's launcher (elastic, single node); a failed process
     becomes one W2v2Error: its own message, or its exit status."""
+    from torch.distributed.elastic.multiprocessing.api import SignalException
     from torch.distributed.elastic.multiprocessing.errors import ChildFailedError
     from torch.distributed.launcher.api import LaunchConfig, elastic_launch
 
@@ -116,29 +124,46 @@ def spawn(argv: List[str], cwd: str, nprocs: int) -> None:
     with tempfile.TemporaryDirectory(prefix="w2v2-errors-") as error_dir:
         try:
             elastic_launch(config, spawned_worker)(argv, cwd, error_dir)
-        except ChildFailedError as failed:
-            raise rank_failure(failed, Path(error_dir), nprocs) from failed
+        except SignalException as error:  # the launcher got it and passed it on: the workers saved and stopped
+            raise SystemExit(128 + int(error.sigval)) from None
+        except ChildFailedError as error:
+            user_error = rank_error(error, Path(error_dir), nprocs)
+            if user_error is not None:
+                raise user_error from error
+            raise SystemExit(_worker_failure(error)) from None
 
 
 def _quiet_launcher() -> None:
-    """Silence the launcher's own report of a failed process (its traceback): `rank_failure` says it in one paragraph."""
+    """Silence the launcher's own report of a failed process (its traceback): we say it in one paragraph."""
     for name in list(logging.root.manager.loggerDict):
         if name.startswith(("torch.distributed.elastic", "torch.multiprocessing")):
             logging.getLogger(name).setLevel(logging.CRITICAL)
 
 
-def rank_failure(failed: Exception, error_dir: Path, nprocs: int) -> W2v2Error:
-    """One paragraph for failed training processes: the first rank's own message when it left one."""
+def rank_error(failed: Any, error_dir: Path, nprocs: int) -> Optional[W2v2Error]:
+    """The first failed rank's own W2v2Error as one paragraph (naming the other ranks that stopped), or None
+    when no rank left one (a crash, a kill or a signal: see `_worker_failure`)."""
     messages = {int(path.stem[len("rank"):]): path.read_text(encoding="utf-8") for path in error_dir.glob("rank*.txt")}
-    ranks = sorted(getattr(failed, "failures", {}))
-    if messages:
-        first = min(messages)
-        others = [rank for rank in ranks if rank != first]
-        also = f" (rank{'s' if len(others) > 1 else ''} {', '.join(map(str, others))} stopped too)" if others else ""
-        return W2v2Error(f"rank {first} of {nprocs}: {messages[first]}{also}")
-    failures = getattr(failed, "failures", {})
-    shown = "; ".join(f"rank {rank} exited with status {failures[rank].exitcode}" for rank in ranks) or str(failed)
-    return W2v2Error(f"a training process failed ({shown}); its own output above says why.")
+    if not messages:
+        return None
+    first = min(messages)
+    others = [rank for rank in sorted(failed.failures) if rank != first]
+    also = f" (rank{'s' if len(others) > 1 else ''} {', '.join(map(str, others))} stopped too)" if others else ""
+    return W2v2Error(f"rank {first} of {nprocs}: {messages[first]}{also}")
+
+
+def _worker_failure(error: Any) -> int:
+    """The exit status for a failed launch (a torchrun ChildFailedError), after a one-paragraph message:
+    128 + the signal when every failed worker stopped on one after saving, else 1."""
+    codes = {failure.exitcode for failure in error.failures.values()}
+    if len(codes) == 1 and codes <= {128 + s for s in STOP_SIGNALS}:
+        return codes.pop()  # rank 0 has said where it saved
+    rank, first = error.get_first_failure()
+    how = f"was killed by {first.signal_name()}" if first.exitcode < 0 else f"exited with status {first.exitcode}"
+    print(f"w2v2-hydra-train: error: rank {rank} (pid {first.pid}) {how}, so the launcher stopped the other "
+          "ranks (any messages it wrote are above). Nothing was saved after the last checkpoint; run the same "
+          "command again to resume from it.", file=sys.stderr)
+    return 1
 
 
 def main(argv: Optional[Sequence[str]] = None) -> int:
@@ -155,6 +180,11 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
             run_worker(argv, cwd)
     except W2v2Error as error:
         return report("w2v2-hydra-train", error, "--debug" in argv)
+    except TrainingInterrupted as stopped:
+        return stopped.exit_code  # the run has printed where it saved
+    except KeyboardInterrupt:  # before the first update: there is nothing to save yet
+        print("w2v2-hydra-train: interrupted before training started; nothing was saved.", file=sys.stderr)
+        return 128 + signal.SIGINT
     return 0
 
 

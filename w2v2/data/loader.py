@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import signal
 from typing import Any, Iterator
 
 import torch
@@ -68,8 +69,16 @@ def build_dataloader(
         num_workers=num_workers,
         pin_memory=pin_memory,
         generator=generator,
+        worker_init_fn=_ignore_stop_signals if num_workers else None,
         **workers,
     )
+
+
+def _ignore_stop_signals(worker_id: int) -> None:
+    """Workers leave SIGINT and SIGTERM (a terminal's Ctrl-C reaches its whole process group, a scheduler's
+    SIGTERM every process of the job) to the training process, which stops cleanly and then ends them."""
+    for signum in (signal.SIGINT, signal.SIGTERM):
+        signal.signal(signum, signal.SIG_IGN)
 
 
 def limit_threads(num_local_processes: int, reserved: int = 0) -> int:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import shutil
 from pathlib import Path
 from typing import Any, Dict, Optional, Union
 
@@ -158,5 +159,10 @@ def atomic_torch_save(obj: Any, path: Path) -> None:
         path.parent.mkdir(parents=True, exist_ok=True)
     except OSError as error:
         raise W2v2Error(f"cannot write checkpoint {path}: {error.strerror}.") from error
-    with atomic_write(path, "wb") as handle, pickled_as_fairseq_dictionary():
-        torch.save(obj, handle)
+    try:
+        with atomic_write(path, "wb") as handle, pickled_as_fairseq_dictionary():
+            torch.save(obj, handle)
+    except RuntimeError as error:  # torch's zip writer turns a failed write (a full disk) into a RuntimeError
+        free = shutil.disk_usage(path.parent).free / 2**20
+        raise W2v2Error(f"cannot write checkpoint {path}: the write failed with {free:.1f} MiB free on its disk "
+                        f"({str(error).splitlines()[0]}).") from error

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 import math
 import random
 import re
@@ -15,7 +16,10 @@ import torch
 from w2v2.errors import W2v2Error
 from w2v2.fileio import atomic_write
 from w2v2.interop.checkpoints import atomic_torch_save
+from w2v2.interop.safe_load import load_checkpoint_file
 from w2v2.train.config import CheckpointConfig
+
+logger = logging.getLogger(__name__)
 
 
 def rng_state() -> Dict[str, Any]:
@@ -123,10 +127,15 @@ class CheckpointPolicy:
         if not names:
             return []
         paths = [self.save_dir / name for name in names]
-        atomic_torch_save(state, paths[0])
-        for path in paths[1:]:
-            with open(paths[0], "rb") as source, atomic_write(path, "wb") as copy:
-                shutil.copyfileobj(source, copy)
+        try:
+            atomic_torch_save(state, paths[0])
+            for path in paths[1:]:
+                with open(paths[0], "rb") as source, atomic_write(path, "wb") as copy:
+                    shutil.copyfileobj(source, copy)
+        except W2v2Error as error:
+            raise W2v2Error(f"saving a checkpoint failed, so training stopped: {error} Every checkpoint is "
+                            f"written to a temporary file first, so those already in {self.save_dir} are intact; "
+                            "make room and run the same command again to resume from the newest.") from error
         self._prune()
         return paths
 
@@ -173,17 +182,64 @@ def load_optimizer_state(optimizer: torch.optim.Optimizer, saved: Dict[str, Any]
     optimizer.load_state_dict(saved)
 
 
-def restore_path(cfg: CheckpointConfig, save_dir: Path) -> Optional[Path]:
-    """The file to resume from, or None to start afresh (a missing default `checkpoint_last.pt`)."""
-    name = cfg.restore_file
-    default = name == "checkpoint_last.pt"
-    path = save_dir / name.replace("checkpoint_last.pt", f"checkpoint_last{cfg.checkpoint_suffix}.pt") \
-        if default else Path(name)
-    if not default and not path.is_absolute() and not path.exists():
-        path = save_dir / name
-    if path.is_file():
-        return path
-    if default:
-        return None
-    raise W2v2Error(f"`checkpoint.restore_file` {name} does not exist (looked in {save_dir} too).")
+def find_restore(cfg: CheckpointConfig, save_dir: Path) -> Optional[Tuple[Path, Dict[str, Any], str]]:
+    """(path, state, why that one) of the checkpoint to resume from, or None to start afresh.
 
+    An explicit `checkpoint.restore_file` must load. With the default, `checkpoint_last.pt`, the newest
+    loadable file of `save_dir` is taken among checkpoint_last, the interval, epoch and best checkpoints,
+    so that a kill between two writes of one save, or a damaged `checkpoint_last.pt`, loses nothing."""
+    name = cfg.restore_file
+    if name != "checkpoint_last.pt":
+        path = Path(name)
+        if not path.is_absolute() and not path.exists():
+            path = save_dir / name
+        if not path.is_file():
+            raise W2v2Error(f"`checkpoint.restore_file` {name} does not exist (looked in {save_dir} too).")
+        return path, load_checkpoint_file(path), "it is `checkpoint.restore_file`"
+    last = f"checkpoint_last{cfg.checkpoint_suffix}.pt"
+    unreadable: List[str] = []
+    for path in _resume_candidates(save_dir, cfg.checkpoint_suffix):
+        try:
+            state = load_checkpoint_file(path)
+        except W2v2Error as error:
+            logger.warning("cannot resume from %s, trying an older checkpoint: %s", path, error)
+            unreadable.append(path.name)
+            continue
+        why = "the newest loadable checkpoint in the save directory"
+        if unreadable:
+            why += f" ({', '.join(unreadable)} newer but unreadable)"
+        elif path.name != last:
+            why += f" (newer than {last}: a save was cut short)" if (save_dir / last).exists() else f" (no {last})"
+        return path, state, why
+    if unreadable:
+        raise W2v2Error(f"no checkpoint in {save_dir} can be loaded ({', '.join(unreadable)}: see the warnings "
+                        "above), so the run cannot resume; move them away to start afresh, or set "
+                        "`checkpoint.restore_file` to a good file.")
+    return None
+
+
+def _resume_candidates(save_dir: Path, suffix: str) -> List[Path]:
+    """checkpoint_last, interval and epoch checkpoints, newest first (checkpoint_last first on a tie), then
+    checkpoint_best: a save writes it together with one of the others, which holds the same state."""
+    if not save_dir.is_dir():
+        return []
+    pattern = rf"checkpoint(_last|_best|\d+|_\d+_\d+){re.escape(suffix)}\.pt"
+    found = [p for p in save_dir.iterdir() if re.fullmatch(pattern, p.name) and p.is_file()]
+    return sorted(found, key=lambda p: (not p.name.startswith("checkpoint_best"), p.stat().st_mtime_ns,
+                                        p.name.startswith("checkpoint_last")), reverse=True)
+
+
+def world_size_position(state: Dict[str, Any], world_size: int) -> int:
+    """The checkpoint's `iterations_in_epoch` for `world_size` processes: each process's step count, so a
+    run resumed with another world size continues at the same share of the epoch."""
+    saved = int((state.get("extra_state") or {}).get("train_iterator", {}).get("iterations_in_epoch", 0))
+    ours = (state.get("extra_state") or {}).get("w2v2") or {}
+    written_by = int(ours.get("world_size") or state.get("cfg", {}).get("distributed_training", {})
+                     .get("distributed_world_size") or 1)
+    if written_by == world_size or saved == 0:
+        return saved
+    position = saved * written_by // world_size
+    logger.warning("the checkpoint was written by %d processes, each at step %d of the epoch, and this run has %d: "
+                   "each continues at step %d, the same share of the epoch (which utterances the remaining steps "
+                   "hold differs from an uninterrupted run).", written_by, saved, world_size, position)
+    return position

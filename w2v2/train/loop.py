@@ -17,14 +17,17 @@ from w2v2 import devices
 from w2v2.errors import W2v2Error
 from w2v2.interop.checkpoints import checkpoint_dict, load_state
 from w2v2.interop.safe_load import load_checkpoint_file
+from w2v2.fileio import remove_stale_temp_files
 from w2v2.schema import ineffective_settings
-from w2v2.train.checkpointing import (BestMetric, CheckpointPolicy, at_least_as_good, load_optimizer_state,
-                                      restore_path, rng_state, set_rng_state)
+from w2v2.train.checkpointing import (BestMetric, CheckpointPolicy, at_least_as_good, find_restore,
+                                      load_optimizer_state, rng_state, set_rng_state, world_size_position)
 from w2v2.train.config import TrainConfig
-from w2v2.train.health import HealthMonitor
+from w2v2.train.health import HealthMonitor, TrainingDiverged, nonfinite_batches
+from w2v2.train.interrupts import StopSignals, TrainingInterrupted, all_ranks_wait, collective_failure, signal_name
 from w2v2.train.progress import RunLog, derive
 from w2v2.train.setup import (DataPipeline, ProcessInfo, build_pipeline, build_trainer, choose_device,
-                              init_process_group, process_info, seed_everything, thread_budget, valid_pipelines)
+                              init_process_group, no_batch_message, process_info, seed_everything, thread_budget,
+                              valid_pipelines)
 from w2v2.train.task import setup_task
 from w2v2.train.trainer import Trainer, all_reduce_sums, sum_logs
 
@@ -74,11 +77,17 @@ class TrainingRun:
         self.save_dir = run_dir / cfg.checkpoint.save_dir
         if self.info.is_master:
             self.save_dir.mkdir(parents=True, exist_ok=True)
+            for folder in (run_dir, self.save_dir):
+                removed = remove_stale_temp_files(folder)
+                if removed:
+                    logger.info("removed %d temporary files left by interrupted writes: %s", len(removed),
+                                ", ".join(p.name for p in removed))
         self.policy = CheckpointPolicy(cfg.checkpoint, self.save_dir)
         self.best = BestMetric(cfg.checkpoint)
         self.log = RunLog(run_dir, cfg.common.log_format, cfg.common.tensorboard_logdir, self.info.is_master)
         self.state = RunState()
         self.health = HealthMonitor(cfg)
+        self.signals = StopSignals()
         self.train_data: DataPipeline = build_pipeline(self.task, cfg.dataset.train_subset, True, self.device,
                                                        self.info, cfg.common.seed)
         self.valid_data = valid_pipelines(self.task, self.device, self.info, cfg.common.seed)
@@ -88,12 +97,14 @@ class TrainingRun:
     # ---- resuming -------------------------------------------------------------------------------
     def _restore(self) -> None:
         cfg = self.cfg.checkpoint
-        path = restore_path(cfg, self.save_dir)
-        if path is None:
+        found = find_restore(cfg, self.save_dir)
+        if found is None:
+            self.log.keep_records_up_to(0)  # a run killed before its first save left records of updates redone now
             if cfg.finetune_from_model:
                 self._load_weights(load_checkpoint_file(cfg.finetune_from_model))
             return
-        state = load_checkpoint_file(path)
+        path, state, reason = found
+        logger.info("resuming from %s: %s", path, reason)
         self._load_weights(state)
         extra = state.get("extra_state") or {}
         ours = extra.get("w2v2") or {}
@@ -106,10 +117,11 @@ class TrainingRun:
             self.trainer.lr_scheduler.load_state_dict(history.get("lr_scheduler_state") or {})
         self.trainer.lr_scheduler.step_update(self.trainer.num_updates)
         self.best.value = extra.get("best")
+        self.log.keep_records_up_to(int(history.get("num_updates", 0)))
         if not cfg.reset_dataloader:
             iterator = extra.get("train_iterator") or {}
             self.state.epoch = int(iterator.get("epoch", 1))
-            self.state.iterations_in_epoch = int(iterator.get("iterations_in_epoch", 0))
+            self.state.iterations_in_epoch = world_size_position(state, self.info.world_size)
             if "rng" in ours:
                 set_rng_state(ours["rng"])
         self.state.previous_training_time = float(extra.get("previous_training_time", 0.0))
@@ -161,7 +173,8 @@ class TrainingRun:
                                "shuffle": self.state.epoch > cfg.dataset.curriculum},
             "val_loss": metric, "best": self.best.value, "metrics": {},
             "previous_training_time": self.state.previous_training_time + self.elapsed(),
-            "w2v2": {"rng": rng_state(), "grad_scaler": trainer.scaler.state_dict(), "history": self.state.history},
+            "w2v2": {"rng": rng_state(), "grad_scaler": trainer.scaler.state_dict(), "history": self.state.history,
+                     "world_size": self.info.world_size},
         }
         optimizer_state = None if cfg.checkpoint.no_save_optimizer_state else trainer.optimizer.state_dict()
         return checkpoint_dict(trainer.model, cfg.to_dict(), num_updates=trainer.num_updates,
@@ -177,7 +190,7 @@ class TrainingRun:
         with torch.random.fork_rng(devices=[]):
             torch.manual_seed(seed)
             for i, (name, data) in enumerate(self.valid_data.items()):
-                values = self._validate_subset(data)
+                values = self._validate_subset(name, data)
                 if i == 0:
                     first = values.get(metric_name)
                     if first is not None:
@@ -188,15 +201,21 @@ class TrainingRun:
                 self.state.history.append(record)
         return first
 
-    def _validate_subset(self, data: DataPipeline) -> Dict[str, float]:
+    def _validate_subset(self, name: str, data: DataPipeline) -> Dict[str, float]:
         start = time.time()
         data.sampler.set_epoch(1)
-        logs = []
+        logs, bad = [], []
         limit = self.cfg.dataset.max_valid_steps
         for i, batch in enumerate(data.loader):
             if limit and i >= limit:
                 break
             logs.append(self.trainer.valid_step(batch))
+            if not math.isfinite(logs[-1].get("loss", 0.0)):
+                bad += nonfinite_batches([batch], data.dataset.paths)
+        if bad:
+            logger.warning("validation loss is not finite on %d utterances of %r, so this validation cannot make a "
+                           "best checkpoint; their batches held %s", len(bad), name, ", ".join(bad[:20]) +
+                           (" ..." if len(bad) > 20 else ""))
         sums = all_reduce_sums(sum_logs(logs), self.device)
         values = derive(sums, time.time() - start, 0)
         values["num_updates"] = self.trainer.num_updates
@@ -210,17 +229,28 @@ class TrainingRun:
         """Train until max_update / max_epoch / stop_time / stop_min_lr / patience; returns the summary."""
         self.start = time.time()
         max_epoch = self.cfg.optimization.max_epoch or math.inf
-        while self.state.epoch <= max_epoch and not self._limit_reached():
-            if self.trainer.lr() <= self.cfg.optimization.stop_min_lr:
-                logger.info("stopping: the lr %g reached optimization.stop_min_lr", self.trainer.lr())
-                break
-            metric, stop = self._train_epoch()
-            self.trainer.lr_scheduler.step(metric)  # fairseq's end-of-epoch lr step records the metric
-            if stop:
-                break
-            self.state.epoch += 1
-            self.state.iterations_in_epoch = 0
-        self.log.close()
+        with self.signals:
+            try:
+                while self.state.epoch <= max_epoch and not self._limit_reached():
+                    if self.trainer.lr() <= self.cfg.optimization.stop_min_lr:
+                        logger.info("stopping: the lr %g reached optimization.stop_min_lr", self.trainer.lr())
+                        break
+                    metric, stop = self._train_epoch()
+                    self.trainer.lr_scheduler.step(metric)  # fairseq's end-of-epoch lr step records the metric
+                    if stop:
+                        break
+                    self.state.epoch += 1
+                    self.state.iterations_in_epoch = 0
+            except RuntimeError as error:
+                if self.info.world_size > 1 and collective_failure(error):
+                    raise W2v2Error(
+                        f"rank {self.info.rank}: an exchange with the other ranks failed after update "
+                        f"{self.trainer.num_updates} ({str(error).splitlines()[0].strip()}): another rank died, or did "
+                        "not answer within `distributed_training.heartbeat_timeout` (seconds; -1: 30 minutes). The "
+                        "newest checkpoint is kept; run the same command again to resume from it.") from error
+                raise
+            finally:
+                self.log.close()
         wps = [r.get("train_wps", 0.0) for r in self.state.history if "train_wps" in r]
         return RunSummary(self.trainer.num_updates, self.state.epoch, self.best.value, max(wps, default=0.0),
                           self.state.previous_training_time + self.elapsed())
@@ -244,9 +274,7 @@ class TrainingRun:
                                shuffle=self.state.epoch > self.cfg.dataset.curriculum)  # fairseq's curriculum rule
         data.generator.manual_seed(self.cfg.common.seed + self.state.epoch)
         if not data.sampler.batches():
-            raise W2v2Error(f"the training split {self.cfg.dataset.train_subset!r} yields no batch: every utterance was "
-                            "left out (too long for `dataset.max_tokens`, or too short for `task.min_sample_size`), "
-                            "or its manifest lists none.")
+            raise W2v2Error(no_batch_message(data, self.cfg))
         steps, freq = len(data.sampler), self._update_freq()
         if self.cfg.optimization.skip_remainder_batch:
             steps -= steps % freq  # fairseq drops the last update when it would have fewer batches
@@ -270,22 +298,65 @@ class TrainingRun:
                     "updates": 1.0 if result.stepped else 0.0}
             interval.append(logs)
             epoch_logs.append(logs)
-            self.health.observe(result, trainer.num_updates)
+            self._observe_health(result, chunk, done >= steps)
+            interrupted = self.signals.agreed(self.device)  # on every rank after every update, skipped or not
             bar.update(1)
             if result.stepped and trainer.num_updates % self.cfg.common.log_interval == 0:
                 self._log_train("train_inner", interval, time.time() - interval_start, wait)
                 interval, interval_start, wait = [], time.time(), 0.0
-            if not result.stepped and done < steps:
-                continue  # an overflow-skipped update: the count did not move, so nothing new is due
-            paused = time.time()
-            metric, stop = self._validate_and_save(end_of_epoch=done >= steps)
-            interval_start += time.time() - paused  # throughput counts training time only
-            epoch_start += time.time() - paused
+            # after an overflow-skipped update the count did not move, so nothing new is due
+            if result.stepped or done >= steps:
+                paused = time.time()
+                metric, stop = self._validate_and_save(end_of_epoch=done >= steps)
+                interval_start += time.time() - paused  # throughput counts training time only
+                epoch_start += time.time() - paused
+            if interrupted and not stop:  # a run that just reached its end has saved and ends normally
+                self._stop_on_signal(interrupted, end_of_epoch=done >= steps)
             if stop:
                 break
         bar.close()
         self._finish_epoch_logs(epoch_logs, time.time() - epoch_start)
         return metric, stop
+
+    def _save_now(self, end_of_epoch: bool) -> Optional[Path]:
+        """Write `checkpoint_last.pt` now, whatever the schedule (rank 0 writes, every rank returns its path);
+        None with `checkpoint.no_save`."""
+        cfg = self.cfg.checkpoint
+        if cfg.no_save:
+            return None
+        path = self.save_dir / f"checkpoint_last{cfg.checkpoint_suffix}.pt"
+        if self.info.is_master:
+            self.policy.write(self._checkpoint_state(end_of_epoch, None), [path.name])
+        return path
+
+    def _stop_on_signal(self, signum: int, end_of_epoch: bool) -> None:
+        """Save, say where in one line, wait for every rank, and raise TrainingInterrupted."""
+        path = self._save_now(end_of_epoch)
+        where = f"saved {path}" if path else "nothing saved (`checkpoint.no_save`)"
+        message = (f"stopped by {signal_name(signum)} after update {self.trainer.num_updates}: {where}; "
+                   "run the same command again to resume.")
+        if self.info.is_master:
+            logger.warning(message)
+        all_ranks_wait()  # no rank exits (which makes torchrun kill the rest) before the file is complete
+        raise TrainingInterrupted(signum, message)
+
+    def _observe_health(self, result: Any, chunk: List[Dict[str, Any]], end_of_epoch: bool) -> None:
+        """Warnings on the update (naming the utterances of a non-finite one); a diverged run stops saved."""
+        names = self.train_data.dataset.paths
+        utterances = [] if result.stepped else nonfinite_batches(chunk, names)
+        try:
+            self.health.observe(result, self.trainer.num_updates, utterances, self.trainer.scaler.is_enabled())
+        except TrainingDiverged as error:
+            finite = all(bool(torch.isfinite(p).all()) for p in self.trainer.model.parameters())
+            path = self._save_now(end_of_epoch) if finite else None
+            kept = f"The weights of update {self.trainer.num_updates}, the last update applied (skipped ones " \
+                f"change nothing), are saved in {path}." if path else \
+                ("The weights are no longer finite, so " if not finite else "With `checkpoint.no_save`, ") + \
+                f"nothing was saved; the checkpoints already in {self.save_dir} are unchanged."
+            all_ranks_wait()
+            raise TrainingDiverged(f"{error} {kept} Lower `optimization.lr` (now {self.cfg.optimization.lr}), "
+                                   "raise `lr_scheduler.warmup_updates` or check the audio named above, then "
+                                   "resume or start over.") from None
 
     def _log_train(self, tag: str, logs: List[Dict[str, float]], seconds: float, wait: float) -> Dict[str, float]:
         sums = sum_logs(logs)
@@ -324,7 +395,8 @@ def _interactive(cfg: TrainConfig) -> bool:
 
 
 def train(cfg: TrainConfig, run_dir: Path) -> RunSummary:
-    """Run training in this process (one rank of a torchrun job, or the only process)."""
+    """Run training in this process (one rank of a torchrun job, or the only process). A SIGTERM or SIGINT
+    raises `TrainingInterrupted` once `checkpoint_last.pt` is saved; divergence raises `TrainingDiverged`."""
     run = TrainingRun(cfg, run_dir)
     summary = run.run()
     logger.info("done training in %.1f seconds: %d updates, epoch %d, best %s %s, max train_wps %.1f",

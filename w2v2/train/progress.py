@@ -17,6 +17,7 @@ from pathlib import Path
 from typing import Any, Dict, Iterator, List, Optional, Tuple
 
 from w2v2.errors import W2v2Error
+from w2v2.fileio import write_text_atomically
 
 # Decimal places fairseq rounds each metric to (None: printed as it is).
 ROUNDS = {"loss": 3, "nll_loss": 3, "uer": 3, "wer": 3, "raw_wer": 3, "accuracy": 5, "wps": 1, "ups": 2,
@@ -81,6 +82,21 @@ class RunLog:
             _summary_writer_class()  # fail now, not at the first record
         self.start = time.time()
 
+    def keep_records_up_to(self, update: int) -> None:
+        """Drop the `log.jsonl` records of updates after `update`: a resumed run redoes those updates and
+        logs them again (records without an update count, and lines cut short by a kill, are kept)."""
+        if not self.enabled:
+            return
+        path = Path(self.jsonl.name)
+        self.jsonl.close()
+        lines = path.read_text(encoding="utf-8").splitlines(keepends=True)
+        kept = [line for line in lines if _record_update(line) <= update]
+        if len(kept) != len(lines) or (lines and not lines[-1].endswith("\n")):
+            logging.getLogger(__name__).info("%s: dropped %d records of updates after %d, which this run redoes",
+                                             path, len(lines) - len(kept), update)
+            write_text_atomically(path, "".join(line if line.endswith("\n") else line + "\n" for line in kept))
+        self.jsonl = path.open("a", encoding="utf-8")
+
     def record(self, tag: str, values: Dict[str, Any], step: int) -> None:
         """Log one record (`tag` is train_inner, train or valid) at update `step`."""
         if not self.enabled:
@@ -111,6 +127,18 @@ class RunLog:
             self.jsonl.close()
         for writer in self.writers.values():
             writer.close()
+
+
+def _record_update(line: str) -> float:
+    """The update count of one `log.jsonl` line (its `num_updates`, `train_num_updates`, `valid_num_updates`,
+    ...), or -inf when it has none."""
+    try:
+        record = json.loads(line)
+    except json.JSONDecodeError:
+        return -math.inf
+    counts = [v for k, v in record.items() if k.endswith("num_updates") and isinstance(v, (int, float))] \
+        if isinstance(record, dict) else []
+    return float(counts[0]) if counts else -math.inf
 
 
 def read_run_log(run_dir: Path) -> List[Tuple[str, Dict[str, float]]]:

@@ -7,6 +7,7 @@ import os
 import random
 from dataclasses import dataclass
 from datetime import timedelta
+from pathlib import Path
 from typing import Dict, Optional
 
 import numpy as np
@@ -144,6 +145,24 @@ def build_pipeline(task: Task, split: str, training: bool, device: torch.device,
     loader = build_dataloader(dataset, sampler, num_workers=cfg.num_workers, pin_memory=devices.pin_memory(device),
                               generator=generator)
     return DataPipeline(dataset, sampler, loader, generator)
+
+
+def no_batch_message(data: DataPipeline, cfg: TrainConfig) -> str:
+    """Why the training split has no batch: how many manifest lines were left out, for what, and the keys."""
+    dataset, sampler = data.dataset, data.sampler
+    listed = len(dataset) + dataset.num_skipped
+    split = f"the training split {cfg.dataset.train_subset!r} ({Path(cfg.task.data) / cfg.dataset.train_subset}.tsv)"
+    if listed == 0:
+        return f"{split} lists no utterance, only its root line; add utterances or point `task.data` elsewhere."
+    reasons = []
+    if dataset.num_skipped:
+        reasons.append(f"{dataset.num_skipped} are shorter than `task.min_sample_size` "
+                       f"({cfg.task.min_sample_size} samples; lower it)")
+    if sampler.num_dropped:
+        reasons.append(f"{sampler.num_dropped} are longer than `dataset.max_tokens` ({sampler.max_tokens} samples; "
+                       f"the shortest of them has {int(sampler.lengths.min())}; raise it)")
+    return (f"{split} yields no batch: all {listed} of its utterances were left out: {' and '.join(reasons)}; "
+            "training would make no update.")
 
 
 def _refuse_long_items(dataset: AudioDataset, split: str, max_tokens: Optional[int], budget_key: str) -> None:

@@ -110,8 +110,9 @@ class Trainer:
         self.scaler.finish_step(overflow=not stepped)
         self.optimizer.zero_grad(set_to_none=True)
         if not stepped:
-            logger.warning("gradient overflow (norm %s): update skipped, loss scale now %s", grad_norm,
-                           self.loss_scale() or "n/a")
+            if self.scaler.is_enabled():  # without a scaler the run's health monitor reports it
+                logger.warning("gradient overflow (norm %s): update skipped, loss scale now %s", grad_norm,
+                               self.loss_scale())
             return UpdateResult(stats, grad_norm, stepped)
         self.num_updates += 1
         self.lr_scheduler.step_update(self.num_updates)
