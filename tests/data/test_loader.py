@@ -59,6 +59,17 @@ def test_negative_workers_are_an_error(tmp_path, entries):
         build_dataloader(dataset, dataset.batch_sampler(10**6), num_workers=-1)
 
 
+def test_a_worker_error_keeps_its_own_message(tmp_path, entries):
+    (tmp_path / "3.flac").write_bytes(b"not audio")
+    dataset = PretrainingDataset(tmp_path, entries)
+    with pytest.raises(W2v2Error, match="3.flac cannot be decoded") as direct:
+        dataset[3]
+    loader = build_dataloader(dataset, dataset.batch_sampler(10**6, shuffle=False), num_workers=1)
+    with pytest.raises(W2v2Error) as from_worker:
+        list(loader)
+    assert str(from_worker.value) == str(direct.value)  # no "Caught W2v2Error in DataLoader worker", no traceback
+
+
 @pytest.fixture()
 def restore_threads(monkeypatch):
     for name in ("OMP_NUM_THREADS", "MKL_NUM_THREADS"):

@@ -66,6 +66,23 @@ def test_two_files_by_hand(tmp_path: Path, audio_writer) -> None:
     assert summary.train_seconds == pytest.approx(1000 / 16000)
 
 
+def test_links_out_of_the_root_are_listed_through_the_link(tmp_path: Path, audio_writer) -> None:
+    # fairseq lists the real path, `../elsewhere/y.flac`, which read_manifest refuses as leaving the root.
+    audio_writer(tmp_path / "corpus" / "x.flac", 1000)
+    audio_writer(tmp_path / "elsewhere" / "y.flac", 1600)
+    (tmp_path / "corpus" / "y.flac").symlink_to(tmp_path / "elsewhere" / "y.flac")
+    write_manifest(tmp_path / "corpus", tmp_path / "out", valid_percent=0)
+    manifest = read_manifest(tmp_path / "out" / "train.tsv")
+    assert sorted(manifest.entries) == [("x.flac", 1000), ("y.flac", 1600)]
+
+
+@pytest.mark.parametrize("path", ["../x.flac", "a/../../x.flac", "/etc/x.flac"])
+def test_read_manifest_refuses_paths_out_of_the_root(tmp_path: Path, path: str) -> None:
+    (tmp_path / "train.tsv").write_text(f"{tmp_path}\nok/a.flac\t5\n{path}\t10\n")
+    with pytest.raises(W2v2Error, match=r"train.tsv, line 3: the audio path .* must lie under the root"):
+        read_manifest(tmp_path / "train.tsv")
+
+
 def test_path_must_contain_filters_before_the_draw(librispeech: Path, tmp_path: Path) -> None:
     write_manifest(librispeech, tmp_path, valid_percent=0.3, path_must_contain="train-clean")
     train, valid = reference_manifest(librispeech, valid_percent=0.3, path_must_contain="train-clean")

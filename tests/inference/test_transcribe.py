@@ -13,6 +13,7 @@ import torch
 
 import w2v2
 from w2v2.errors import W2v2Error
+from w2v2.inference.features import encoder_of, extract_features
 from w2v2.inference.transcribe import frame_log_probs, load_audio, transcribe, window_starts, word_timings
 from w2v2.train.losses import greedy_decode, letters_to_words
 
@@ -158,3 +159,19 @@ def test_transcripts_hold_no_special_symbols(special_checkpoint, tiny_manifest):
         specials = {model.dictionary.pad(), model.dictionary.unk()} & set(best.tolist())
         result = transcribe(model, path)
         assert specials and result.text and not re.search("[<>]", json.dumps(result.to_json()))
+
+
+def test_a_nan_output_is_an_error_not_empty_text(ctc_checkpoint, tmp_path):
+    # Weights that turn NaN after loading (the loader refuses NaN in a file), as an fp16 overflow would.
+    model = w2v2.load_model(ctc_checkpoint)
+    audio = tmp_path / "fine.wav"
+    soundfile.write(audio, (0.1 * np.random.default_rng(0).standard_normal(16000)).astype(np.float32), 16000)
+    assert transcribe(model, audio).duration == 1.0
+    with torch.no_grad():
+        model.w2v_encoder.proj.bias.fill_(float("nan"))
+    with pytest.raises(W2v2Error, match=r"output for audio file .*fine.wav is NaN although the input is finite"):
+        transcribe(model, audio)
+    with torch.no_grad():
+        next(encoder_of(model).encoder.parameters()).fill_(float("nan"))
+    with pytest.raises(W2v2Error, match=r"output for audio file .*fine.wav is NaN"):
+        extract_features(model, load_audio(audio), name=audio)

@@ -14,11 +14,12 @@ import logging
 import os
 import signal
 import sys
+import tempfile
 import uuid
 from pathlib import Path
 from typing import Any, List, Optional, Sequence
 
-from w2v2.errors import W2v2Error
+from w2v2.errors import W2v2Error, debugging, paragraph, report
 from w2v2.fileio import write_text_atomically
 from w2v2.train.config_loading import LoadedConfig, load_train_config
 from w2v2.train.interrupts import STOP_SIGNALS, TrainingInterrupted
@@ -36,6 +37,8 @@ def parse_args(argv: Optional[Sequence[str]]) -> argparse.Namespace:
     parser.add_argument("--config-dir", "-cd", default=None, help="folder of YAML configs (default: bundled recipes)")
     parser.add_argument("--config-path", "-cp", default=None, help="same as --config-dir (Hydra's other name)")
     parser.add_argument("--config-name", "-cn", required=True, help="config file name without .yaml")
+    parser.add_argument("--debug", action="store_true",
+                        help="print the traceback of an error as well (or set W2V2_DEBUG=1)")
     parser.add_argument("overrides", nargs="*", help="Hydra overrides: key=value, +key=value, ~key")
     return parser.parse_args(argv)
 
@@ -62,7 +65,7 @@ def run_worker(argv: List[str], cwd: str) -> float:
     run_dir = Path(loaded.run_dir)
     rank = int(os.environ.get("RANK", "0"))
     if rank == 0:
-        run_dir.mkdir(parents=True, exist_ok=True)
+        _make_run_dir(run_dir)
         _write_config(loaded, run_dir)
     setup_console_logging(run_dir / "hydra_train.log" if rank == 0 else None, rank, loaded.cfg.common.log_file)
     logger.info("config %s, run directory %s", loaded.config_path, run_dir)
@@ -75,30 +78,78 @@ def run_worker(argv: List[str], cwd: str) -> float:
     return summary.best if summary.best is not None else float("nan")
 
 
+def _make_run_dir(run_dir: Path) -> None:
+    """Create the run directory (and `.hydra/` in it), or say why it cannot be written."""
+    try:
+        (run_dir / ".hydra").mkdir(parents=True, exist_ok=True)
+    except OSError as error:
+        raise W2v2Error(f"`hydra.run.dir` {run_dir} cannot be created: {error.strerror}; pass a writable folder, "
+                        "e.g. hydra.run.dir=outputs/run1.") from error
+    if not os.access(run_dir, os.W_OK):
+        raise W2v2Error(f"`hydra.run.dir` {run_dir} is not writable; pass a writable folder, e.g. "
+                        "hydra.run.dir=outputs/run1.")
+
+
 def _write_config(loaded: LoadedConfig, run_dir: Path) -> None:
     """`.hydra/config.yaml` in the run directory, as Hydra leaves it, for the record."""
     from omegaconf import OmegaConf
 
     target = run_dir / ".hydra" / "config.yaml"
-    target.parent.mkdir(exist_ok=True)
     write_text_atomically(target, OmegaConf.to_yaml(OmegaConf.create(loaded.cfg.to_dict())))
 
 
-def spawn(argv: List[str], cwd: str, nprocs: int) -> None:
-    """Start `nprocs` local processes with torchrun's launcher (elastic, single node)."""
-    from torch.distributed.launcher.api import LaunchConfig, elastic_launch
+def spawned_worker(argv: List[str], cwd: str, error_dir: str) -> float:
+    """`run_worker` in a spawned process: a user error goes to `error_dir/rank{RANK}.txt` for the launching
+    process to print, and the process exits with status 2 (no launcher traceback)."""
+    try:
+        return run_worker(argv, cwd)
+    except W2v2Error as error:
+        if debugging("--debug" in argv):
+            logger.exception("rank %s stopped", os.environ.get("RANK", "0"))
+        Path(error_dir, f"rank{os.environ.get('RANK', '0')}.txt").write_text(paragraph(error), encoding="utf-8")
+        sys.exit(2)
 
+
+def spawn(argv: List[str], cwd: str, nprocs: int) -> None:
+    """Start `nprocs` local processes with torchrun's launcher (elastic, single node); a failed process
+    becomes one W2v2Error: its own message, or its exit status."""
     from torch.distributed.elastic.multiprocessing.api import SignalException
     from torch.distributed.elastic.multiprocessing.errors import ChildFailedError
+    from torch.distributed.launcher.api import LaunchConfig, elastic_launch
 
     config = LaunchConfig(min_nodes=1, max_nodes=1, nproc_per_node=nprocs, run_id=str(uuid.uuid4()),
                           rdzv_backend="c10d", rdzv_endpoint="127.0.0.1:0", max_restarts=0, monitor_interval=1)
-    try:
-        elastic_launch(config, run_worker)(argv, cwd)
-    except SignalException as error:  # the launcher got it and passed it on: the workers saved and stopped
-        raise SystemExit(128 + int(error.sigval)) from None
-    except ChildFailedError as error:
-        raise SystemExit(_worker_failure(error)) from None
+    if not debugging("--debug" in argv):
+        _quiet_launcher()
+    with tempfile.TemporaryDirectory(prefix="w2v2-errors-") as error_dir:
+        try:
+            elastic_launch(config, spawned_worker)(argv, cwd, error_dir)
+        except SignalException as error:  # the launcher got it and passed it on: the workers saved and stopped
+            raise SystemExit(128 + int(error.sigval)) from None
+        except ChildFailedError as error:
+            user_error = rank_error(error, Path(error_dir), nprocs)
+            if user_error is not None:
+                raise user_error from error
+            raise SystemExit(_worker_failure(error)) from None
+
+
+def _quiet_launcher() -> None:
+    """Silence the launcher's own report of a failed process (its traceback): we say it in one paragraph."""
+    for name in list(logging.root.manager.loggerDict):
+        if name.startswith(("torch.distributed.elastic", "torch.multiprocessing")):
+            logging.getLogger(name).setLevel(logging.CRITICAL)
+
+
+def rank_error(failed: Any, error_dir: Path, nprocs: int) -> Optional[W2v2Error]:
+    """The first failed rank's own W2v2Error as one paragraph (naming the other ranks that stopped), or None
+    when no rank left one (a crash, a kill or a signal: see `_worker_failure`)."""
+    messages = {int(path.stem[len("rank"):]): path.read_text(encoding="utf-8") for path in error_dir.glob("rank*.txt")}
+    if not messages:
+        return None
+    first = min(messages)
+    others = [rank for rank in sorted(failed.failures) if rank != first]
+    also = f" (rank{'s' if len(others) > 1 else ''} {', '.join(map(str, others))} stopped too)" if others else ""
+    return W2v2Error(f"rank {first} of {nprocs}: {messages[first]}{also}")
 
 
 def _worker_failure(error: Any) -> int:
@@ -140,8 +191,7 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
         else:
             run_worker(argv, cwd)
     except W2v2Error as error:
-        print(f"w2v2-hydra-train: error: {error}", file=sys.stderr)
-        return 2
+        return report("w2v2-hydra-train", error, "--debug" in argv)
     except TrainingInterrupted as stopped:
         return stopped.exit_code  # the run has printed where it saved
     except KeyboardInterrupt:  # before the first update: there is nothing to save yet

@@ -27,7 +27,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    model = load_ctc_model(args.checkpoint, args.trust_checkpoint).to(pick_device(args.device))
+    model = load_ctc_model(args.checkpoint, args.trust_checkpoint, letters=True).to(pick_device(args.device))
     started = time.perf_counter()
     transcripts = []
     for path in tqdm(args.audio, desc="transcribe", unit="file"):

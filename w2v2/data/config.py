@@ -40,6 +40,10 @@ class AudioPretrainingConfig(Group):
     def check(self, where: str) -> None:
         at_least(self.sample_rate, 1, f"{where}.sample_rate")
         at_least(self.num_batch_buckets, 0, f"{where}.num_batch_buckets")
+        if self.max_sample_size is not None:
+            at_least(self.max_sample_size, 1, f"{where}.max_sample_size")
+        if self.min_sample_size is not None:
+            at_least(self.min_sample_size, 0, f"{where}.min_sample_size")
 
 
 @dataclass

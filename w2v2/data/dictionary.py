@@ -42,8 +42,9 @@ class Dictionary:
         path = Path(path)
         try:
             lines = path.read_text(encoding="utf-8").splitlines()
-        except OSError as error:
-            raise W2v2Error(f"cannot read dictionary {path}: {error.strerror}.") from error
+        except (OSError, UnicodeDecodeError) as error:
+            reason = error.strerror if isinstance(error, OSError) else "it is not UTF-8 text"
+            raise W2v2Error(f"cannot read dictionary {path}: {reason}.") from error
         dictionary = cls()
         for number, line in enumerate(lines, start=1):
             if not line.strip():
@@ -58,6 +59,9 @@ class Dictionary:
             if symbol in dictionary.indices:
                 raise W2v2Error(f"{path}, line {number}: symbol {symbol!r} appears twice.")
             dictionary.add_symbol(symbol, int(count))
+        if len(dictionary) == dictionary.nspecial:
+            raise W2v2Error(f"dictionary {path} must list the symbols of the labels ('SYMBOL COUNT' per line), but it "
+                            "lists none, so every label would become <unk>; write it with `w2v2 prepare dict`.")
         return dictionary
 
     def save(self, path: str | os.PathLike) -> None:

@@ -108,6 +108,12 @@ def read_labels(path: PathLike, expected_lines: Optional[int] = None, manifest: 
     """The lines of a label file; an error when it has not `expected_lines` (the manifest's entries)."""
     path = Path(path)
     lines = read_lines(path, "label file")
+    empty = [number for number, line in enumerate(lines, start=1) if not line.split()]
+    if empty:
+        shown = ", ".join(map(str, empty[:5])) + (" …" if len(empty) > 5 else "")
+        raise W2v2Error(f"{path}, line{'s' if len(empty) > 1 else ''} {shown}: a label line must hold the "
+                        f"transcript of its audio file, but {len(empty)} line{'s are' if len(empty) > 1 else ' is'} "
+                        "empty; remove those files from the manifest and their lines from the labels.")
     if expected_lines is not None and len(lines) != expected_lines:
         source = f"the manifest {manifest}" if manifest else "the manifest"
         raise W2v2Error(

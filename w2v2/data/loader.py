@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 import signal
+from typing import Any, Iterator
 
 import torch
 import torch.utils.data
@@ -13,6 +14,33 @@ from w2v2.data.sampler import LengthBatchSampler
 from w2v2.errors import W2v2Error
 
 THREAD_VARIABLES = ("OMP_NUM_THREADS", "MKL_NUM_THREADS")
+TRACEBACK_HEAD = "Traceback (most recent call last):"
+
+
+class DataLoader(torch.utils.data.DataLoader):
+    """torch's DataLoader, except that a W2v2Error raised in a worker process (a bad audio file) reaches
+    the caller as the worker's own one-paragraph message; torch re-raises it with the worker's whole
+    traceback pasted into the message."""
+
+    def __iter__(self) -> Iterator[Any]:
+        return _unwrapped(super().__iter__())
+
+
+def _unwrapped(batches: Iterator[Any]) -> Iterator[Any]:
+    try:
+        yield from batches
+    except W2v2Error as error:
+        raise W2v2Error(worker_message(str(error))) from error
+
+
+def worker_message(text: str) -> str:
+    """The original message of a W2v2Error re-raised by torch from a worker (`text` itself otherwise):
+    the lines after the last traceback's frame lines, less the exception's class name."""
+    if TRACEBACK_HEAD not in text:
+        return text
+    last = text.rsplit(TRACEBACK_HEAD, 1)[1].splitlines()
+    message = "\n".join(line for line in last if line and not line[0].isspace()).strip()
+    return message.partition(f"{W2v2Error.__module__}.{W2v2Error.__qualname__}: ")[2] or message
 
 
 def build_dataloader(
@@ -38,7 +66,7 @@ def build_dataloader(
     options = {"persistent_workers": persistent_workers, "prefetch_factor": prefetch_factor} if num_workers else {}
     if pin_memory_device:
         options["pin_memory_device"] = pin_memory_device
-    return torch.utils.data.DataLoader(
+    return DataLoader(
         dataset,
         batch_sampler=sampler,
         collate_fn=dataset.collater,

@@ -29,6 +29,7 @@ class AudioFile:
     frames: int = 0
     sample_rate: int = 0
     problem: Optional[str] = None
+    found: str = ""  # the path as the search found it, through links (listed when the real path leaves the root)
 
     @property
     def seconds(self) -> float:
@@ -180,7 +181,7 @@ def _probe(
         return AudioFile(real, 0, rate, problem="empty (0 frames)")
     if sample_rate and rate != sample_rate:
         return AudioFile(real, frames, rate, problem=f"sample rate {rate} Hz instead of {sample_rate} Hz")
-    return AudioFile(real, frames, rate)
+    return AudioFile(real, frames, rate, found=path)
 
 
 def split_train_valid(
@@ -202,8 +203,20 @@ def skipped_files(files: Sequence[AudioFile]) -> List[SkippedFile]:
 
 def format_manifest(root: str, files: Sequence[AudioFile]) -> str:
     """Manifest text: `root`, then `relative path<TAB>frames` per usable file."""
-    lines = [f"{os.path.relpath(f.path, root)}\t{f.frames}" for f in files if f.problem is None]
+    lines = [f"{_listed_path(f, root)}\t{f.frames}" for f in files if f.problem is None]
     return join_lines([root] + lines)
+
+
+def _listed_path(audio: AudioFile, root: str) -> str:
+    """The file's real path relative to `root`, as fairseq lists it; the path through the link instead
+    when a link leads out of the root (`read_manifest` refuses paths that leave the root)."""
+    relative = os.path.relpath(audio.path, root)
+    return os.path.relpath(audio.found, root) if escapes_root(relative) and audio.found else relative
+
+
+def escapes_root(relative: str) -> bool:
+    """Whether a manifest path is absolute or climbs out of the root with `..` (read lexically)."""
+    return os.path.isabs(relative) or os.path.normpath(relative).split(os.sep)[0] == os.pardir
 
 
 def join_lines(lines: Iterable[str]) -> str:
@@ -234,6 +247,9 @@ def _parse_entry(path: Path, number: int, line: str) -> Tuple[str, int]:
         raise W2v2Error(
             f"{path}, line {number}: a manifest line must be `relative/path<TAB>frames`, but is {line!r} instead."
         )
+    if escapes_root(items[0]):
+        raise W2v2Error(f"{path}, line {number}: the audio path {items[0]!r} must lie under the root directory of "
+                        "line 1, but it is absolute or climbs out of it with `..`; list files relative to the root.")
     return items[0], int(items[1])
 
 

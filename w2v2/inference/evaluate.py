@@ -29,7 +29,7 @@ from w2v2.devices import precision as device_precision
 from w2v2.errors import W2v2Error
 from w2v2.fileio import write_texts_atomically
 from w2v2.inference.decoding import Decoder, LmOptions, alignment_scores, build_decoder
-from w2v2.inference.features import expects_normalized_input
+from w2v2.inference.features import check_finite, expects_normalized_input
 from w2v2.interop.checkpoints import load_model
 from w2v2.models.ctc import Wav2Vec2Ctc
 from w2v2.train.losses import error_counts, greedy_decode, letters_to_words
@@ -219,8 +219,12 @@ def evaluate(
     started = time.perf_counter()
     with autocast:
         for batch in tqdm(loader, desc=f"evaluate {name}", unit="batch", disable=not progress):
-            _decode_batch(model, decoder, batch, dictionary, target_device, result)
+            _decode_batch(model, decoder, batch, dataset, target_device, result)
     synchronize(target_device)
+    if not result.utterances:
+        listed = len(dataset) + dataset.num_skipped
+        raise W2v2Error(f"{data / (name + '.tsv')} yields no utterance to evaluate ({listed} listed, {result.left_out} "
+                        "left out as validation leaves them out), so there is no error rate to report.")
     result.decode_seconds = time.perf_counter() - started
     result.details.sort(key=lambda utterance: utterance.id)
     return result
@@ -255,12 +259,16 @@ def validation_dataset(cfg: Mapping[str, Any], data: Path, name: str, dictionary
                                            min_sample_size=int(task.get("min_sample_size") or 0))
 
 
-def load_ctc_model(checkpoint: PathLike, trusted: bool) -> Wav2Vec2Ctc:
-    """The fine-tuned model of `checkpoint`; a pretrained-only model cannot transcribe."""
+def load_ctc_model(checkpoint: PathLike, trusted: bool, letters: bool = False) -> Wav2Vec2Ctc:
+    """The fine-tuned model of `checkpoint`; a pretrained-only model cannot transcribe. With `letters`, the
+    checkpoint must store its dictionary (nothing else says which letter each output is)."""
     model = load_model(checkpoint, trusted=trusted)
     if not isinstance(model, Wav2Vec2Ctc):
         raise W2v2Error(f"`--checkpoint` must be a fine-tuned CTC model (wav2vec_ctc), but {checkpoint} holds a "
                         "pretrained wav2vec2 model instead; fine-tune it first.")
+    if letters and model.dictionary is None:
+        raise W2v2Error(f"checkpoint {checkpoint} stores no dictionary (no task_state.target_dictionary), so its "
+                        "outputs cannot be turned into letters; use a checkpoint fine-tuned by fairseq or w2v2.")
     return model
 
 
@@ -293,13 +301,26 @@ def model_dictionary(model: Wav2Vec2Ctc, data: Path) -> Dictionary:
     return dictionary
 
 
+def _paths(batch: Dict[str, Any], dataset: FinetuningDataset, rows: Optional[torch.Tensor] = None) -> str:
+    """The audio files of a batch (of its `rows` when given), for error messages."""
+    ids = batch["id"] if rows is None else batch["id"][rows]
+    return ", ".join(str(dataset.root / dataset.paths[index]) for index in ids.tolist())
+
+
 @torch.no_grad()
-def _decode_batch(model: Wav2Vec2Ctc, decoder: Decoder, batch: Dict[str, Any], dictionary: Dictionary,
+def _decode_batch(model: Wav2Vec2Ctc, decoder: Decoder, batch: Dict[str, Any], dataset: FinetuningDataset,
                   device: torch.device, result: EvalResult) -> None:
     """Decode one padded batch and add its counts and utterances to `result`."""
+    dictionary = dataset.dictionary
+    finite = torch.isfinite(batch["net_input"]["source"]).all(dim=-1)
+    if not bool(finite.all()):
+        raise W2v2Error(f"audio files {_paths(batch, dataset, ~finite)} hold NaN or infinite samples; the model's "
+                        "output on them would be NaN, so they were refused. Re-export them or leave them out of "
+                        "the manifest.")
     net_input = {key: value.to(device) for key, value in batch["net_input"].items()}
     net_output = model(**net_input)
     lprobs = model.get_normalized_probs(net_output, log_probs=True)  # (T, B, V)
+    check_finite(lprobs, f"audio files {_paths(batch, dataset)}")
     padding = net_output["padding_mask"]
     lengths = (~padding).long().sum(-1).cpu() if padding is not None else torch.full((lprobs.size(1),), lprobs.size(0))
     scores = alignment_scores(decoder.alignments(lprobs, lengths), len(dictionary))

@@ -36,16 +36,47 @@ def model_input(model: Union[Wav2Vec2Model, Wav2Vec2Ctc], waveform: np.ndarray) 
     return source.unsqueeze(0)
 
 
+def min_samples(model: Union[Wav2Vec2Model, Wav2Vec2Ctc]) -> int:
+    """The fewest samples that give one frame: the feature encoder's receptive field (400 for BASE)."""
+    samples = 1
+    for _, kernel, stride in reversed(encoder_of(model).feature_extractor.conv_spec):
+        samples = (samples - 1) * stride + kernel
+    return samples
+
+
+def check_waveform(model: Union[Wav2Vec2Model, Wav2Vec2Ctc], waveform: np.ndarray, path: object) -> None:
+    """Refuse audio the model cannot encode: shorter than one frame, or with NaN or infinite samples."""
+    shortest = min_samples(model)
+    if len(waveform) < shortest:
+        raise W2v2Error(f"audio file {path} is too short: it has {len(waveform)} samples at 16 kHz, but the model "
+                        f"needs at least {shortest} ({shortest / 16000 * 1000:g} ms) for one frame.")
+    bad = int(np.count_nonzero(~np.isfinite(waveform)))
+    if bad:
+        raise W2v2Error(f"audio file {path} holds {bad} NaN or infinite samples (of {len(waveform)}); the model's "
+                        "output on it would be NaN, so it was refused. Re-export the file.")
+
+
+def check_finite(values: torch.Tensor, what: str) -> None:
+    """Refuse a NaN model output instead of turning it into empty text or NaN features (log-probabilities
+    may be -inf: padded frames get -inf for every letter but the blank)."""
+    if bool(torch.isnan(values).any()):
+        raise W2v2Error(f"the model's output for {what} is NaN although the input is finite; the "
+                        "checkpoint may hold diverged weights, or the precision may overflow (try --precision fp32).")
+
+
 @torch.no_grad()
 def extract_features(
-    model: Union[Wav2Vec2Model, Wav2Vec2Ctc], waveform: np.ndarray, layer: Optional[int] = None
+    model: Union[Wav2Vec2Model, Wav2Vec2Ctc], waveform: np.ndarray, layer: Optional[int] = None,
+    name: object = "the waveform",
 ) -> np.ndarray:
-    """(T, C) features of one mono 16 kHz waveform: the last layer, or Transformer layer `layer` (0-based)."""
+    """(T, C) features of one mono 16 kHz waveform: the last layer, or Transformer layer `layer` (0-based);
+    errors name the input as `name`."""
     network = encoder_of(model)
     layers = len(network.encoder.layers)
     if layer is not None and not 0 <= layer < layers:
         raise W2v2Error(f"`--layer` must be between 0 and {layers - 1} for this model, but is {layer} instead.")
+    check_waveform(model, waveform, name)
     out = network.extract_features(model_input(model, waveform), layer=layer)
-    if layer is None:
-        return out["x"][0].float().cpu().numpy()
-    return out["layer_results"][layer][0][:, 0].float().cpu().numpy()  # (T, B, C) -> (T, C)
+    features = out["x"][0] if layer is None else out["layer_results"][layer][0][:, 0]  # (T, B, C) -> (T, C)
+    check_finite(features, f"audio file {name}")
+    return features.float().cpu().numpy()

@@ -9,6 +9,7 @@ the file's sequence before decoding, so no word is cut, doubled or lost at a win
 
 from __future__ import annotations
 
+import math
 import os
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -23,7 +24,7 @@ from w2v2.data.audio import read_audio
 from w2v2.data.dictionary import Dictionary
 from w2v2.errors import W2v2Error
 from w2v2.inference.decoding import SILENCE, GreedyDecoder
-from w2v2.inference.features import encoder_of, model_input
+from w2v2.inference.features import check_finite, check_waveform, encoder_of, model_input
 from w2v2.models.ctc import Wav2Vec2Ctc
 
 SAMPLE_RATE = 16000
@@ -83,6 +84,9 @@ def window_starts(num_samples: int, window: int, overlap: int) -> List[int]:
 def frame_log_probs(model: Wav2Vec2Ctc, waveform: np.ndarray, window_seconds: float = 30.0,
                     overlap_seconds: float = 4.0) -> torch.Tensor:
     """(T, V) log-probabilities of a 16 kHz waveform, computed in windows and joined on the frame grid."""
+    if not (math.isfinite(window_seconds) and math.isfinite(overlap_seconds)):
+        raise W2v2Error(f"`--window-seconds` and `--overlap-seconds` must be finite numbers, but they are "
+                        f"{window_seconds} and {overlap_seconds} instead.")
     hop = hop_samples(model)
     window = round(window_seconds * SAMPLE_RATE / hop) * hop
     overlap_frames = 2 * round(overlap_seconds * SAMPLE_RATE / hop / 2)  # even, so that each side gets half
@@ -139,10 +143,9 @@ def transcribe(model: Wav2Vec2Ctc, path: Union[str, os.PathLike], window_seconds
         raise W2v2Error("the checkpoint stores no dictionary, so its outputs cannot be turned into letters; "
                         "use a checkpoint fine-tuned by fairseq or w2v2.")
     waveform = load_audio(path)
-    if int(encoder_of(model).feature_extractor.output_lengths(torch.tensor([len(waveform)]))) < 1:
-        raise W2v2Error(f"audio file {path} is too short ({len(waveform)} samples at 16 kHz) for one frame "
-                        "of the model.")
+    check_waveform(model, waveform, path)
     lprobs = frame_log_probs(model, waveform, window_seconds, overlap_seconds)
+    check_finite(lprobs, f"audio file {path}")
     alignment = GreedyDecoder().alignments(lprobs[:, None], torch.tensor([len(lprobs)]))[0]
     words = word_timings(alignment, model.dictionary, hop_samples(model) / SAMPLE_RATE)
     return Transcript(str(Path(path)), len(waveform) / SAMPLE_RATE, " ".join(w.word for w in words), words)

@@ -38,6 +38,7 @@ def model_from_checkpoint(state: Dict[str, Any], where: str, trusted: bool = Fal
     cfg = config_from_checkpoint(state, where)
     model = build_model(cfg, where, state["model"], trusted=trusted)
     load_state(model, state["model"], where)
+    refuse_non_finite(state["model"], where)
     model.fairseq_cfg = cfg
     if isinstance(model, Wav2Vec2Ctc):
         model.dictionary = (state.get("task_state") or {}).get("target_dictionary")
@@ -78,6 +79,15 @@ def load_state(model: nn.Module, weights: Dict[str, torch.Tensor], where: str) -
                                       ("shape mismatches (file vs model)", wrong)) if items]
         raise W2v2Error(f"{where}: the weights do not fit the model its config describes; " + "; ".join(parts) + ".")
     model.load_state_dict(weights, strict=True)
+
+
+def refuse_non_finite(weights: Dict[str, torch.Tensor], where: str) -> None:
+    """Refuse weights holding NaN or infinity (a diverged run): such a model outputs NaN on every input."""
+    bad = [key for key, value in weights.items() if value.is_floating_point() and not bool(torch.isfinite(value).all())]
+    if bad:
+        raise W2v2Error(f"{where}: {len(bad)} weight tensors hold NaN or infinite values ({', '.join(bad[:3])}"
+                        f"{' …' if len(bad) > 3 else ''}), so the model would output NaN; use a checkpoint saved "
+                        "before the run diverged.")
 
 
 def model_config(model: Model) -> Dict[str, Any]:

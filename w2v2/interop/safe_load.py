@@ -58,24 +58,67 @@ def load_checkpoint_file(path: str | os.PathLike, trusted: bool = False) -> Dict
         with torch.serialization.safe_globals(ALLOWED):
             state = torch.load(path, map_location="cpu", weights_only=True)
     except pickle.UnpicklingError as error:
-        if "GLOBAL" not in str(error):
-            raise W2v2Error(f"checkpoint {path} is not a readable PyTorch checkpoint: {error}") from error
+        if not _is_pickle(path):
+            raise W2v2Error(f"checkpoint {path} is not a readable PyTorch checkpoint: it is neither torch's zip "
+                            "format nor a pickle.") from error
         if not trusted:
-            reason = next(line for line in str(error).splitlines() if "GLOBAL" in line).strip()
-            raise W2v2Error(
-                f"checkpoint {path} holds objects outside the safe allow-list (tensors, argparse.Namespace, "
-                f"fairseq's Dictionary): {reason} Loading it could run arbitrary code, so it was refused. "
-                "If you trust where the file came from, pass trusted=True (or --trust-checkpoint)."
-            ) from error
+            raise _refused(path, error) from error
         state = _load_trusted(path)
-    except (RuntimeError, EOFError, OSError, ValueError) as error:
-        raise W2v2Error(f"checkpoint {path} is not a readable PyTorch checkpoint: {error}") from error
+    except Exception as error:  # the safe unpickler runs no code, but garbage makes it fail in many ways
+        raise W2v2Error(f"checkpoint {path} is not a readable PyTorch checkpoint (truncated, corrupt, or another "
+                        f"kind of file): {_torch_reason(error)}") from error
+    return checked_layout(state, path)
+
+
+def checked_layout(state: Any, path: object) -> Dict[str, Any]:
+    """`state` when it has fairseq's layout: a dict whose `model` is a state dict of tensors."""
     if not isinstance(state, dict) or "model" not in state:
         raise W2v2Error(f"checkpoint {path} must be a dict with a 'model' state dict, but it is not.")
+    weights = state["model"]
+    if not isinstance(weights, dict) or not all(isinstance(v, torch.Tensor) for v in weights.values()):
+        shown = type(weights).__name__ if not isinstance(weights, dict) else "a dict holding other values than tensors"
+        raise W2v2Error(f"checkpoint {path}: 'model' must be a state dict (parameter name -> tensor), but it is "
+                        f"{shown} instead.")
     return state
 
 
-def _load_trusted(path: Path) -> Dict[str, Any]:
+def _is_pickle(path: Path) -> bool:
+    """Whether `path` is a zip archive (torch's format) or starts like a pickle of protocol 2 or later."""
+    with open(path, "rb") as handle:
+        head = handle.read(4)
+    return head.startswith((b"PK\x03\x04", b"\x80"))
+
+
+def _refused(path: Path, error: pickle.UnpicklingError) -> W2v2Error:
+    """Our reason for not unpickling `path`: a class outside the allow-list, or pickle code the safe loader lacks."""
+    lines = str(error).splitlines()
+    found = next((_without_advice(line) for line in lines if "GLOBAL" in line), None)
+    reason = (f"holds objects outside the safe allow-list (tensors, argparse.Namespace, fairseq's Dictionary): {found}"
+              if found else f"is not a plain checkpoint: the safe unpickler stopped at {_torch_reason(error)}")
+    return W2v2Error(f"checkpoint {path} {reason} Loading it could run arbitrary code, so it was refused. If you "
+                     "trust where the file came from, pass trusted=True (or --trust-checkpoint).")
+
+
+def _without_advice(line: str) -> str:
+    """A line of torch's message less its `WeightsUnpickler error:` label and its advice ("Please use ...")."""
+    return line.split("WeightsUnpickler error:", 1)[-1].split(" Please use", 1)[0].strip()
+
+
+def _torch_reason(error: BaseException) -> str:
+    """The cause in torch's message, without its advice to load with weights_only=False."""
+    lines = [line.strip() for line in str(error).splitlines() if line.strip()]
+    for index, line in enumerate(lines):
+        if "WeightsUnpickler error:" in line:
+            detail = line.split("WeightsUnpickler error:", 1)[1].strip() or (lines[index + 1:] or [""])[0]
+            return detail.rstrip(".") + "."
+    kept = [line for line in lines if "weights_only" not in line and "torch.load" not in line]
+    text = kept[0] if kept else ""
+    if not any(char.isalpha() for char in text):  # e.g. KeyError: 101 from a text file
+        text = f"{type(error).__name__} {text}".strip()
+    return text.rstrip(".") + "."
+
+
+def _load_trusted(path: Path) -> Any:
     try:
         return torch.load(path, map_location="cpu", weights_only=False, pickle_module=_trusted_pickle)
     except Exception as error:  # a trusted file may fail in any way unpickling can

@@ -11,6 +11,9 @@ from w2v2.errors import W2v2Error
 from w2v2.schema import Group, default_only, linked, no_effect, one_of, require
 
 ConvSpec = List[Tuple[int, int, int]]
+# Fields of either model group that are probabilities (masking rates, dropout and layer-drop rates).
+PROBABILITIES = ("mask_prob", "mask_channel_prob", "mask_dropout", "dropout", "attention_dropout", "activation_dropout",
+                 "encoder_layerdrop", "layerdrop", "dropout_input", "dropout_features", "final_dropout")
 MASK_DISTRIBUTIONS = ("static", "uniform", "normal", "poisson")
 ADAPTERS = "adapters are not implemented"
 DATA2VEC = "a data2vec option"
@@ -66,6 +69,13 @@ class MaskConfig(Group):
     def check(self, where: str) -> None:
         for name in ("mask_selection", "mask_channel_selection"):
             one_of(getattr(self, name), MASK_DISTRIBUTIONS, f"{where}.{name}")
+        for name in PROBABILITIES:
+            value = getattr(self, name, 0.0)
+            require(0.0 <= value <= 1.0, f"{where}.{name}", f"is a probability, so it must be between 0 and 1, but "
+                    f"is {value} instead.")
+        for name in ("mask_length", "mask_channel_length"):
+            require(getattr(self, name) >= 1, f"{where}.{name}", f"must be at least 1 frame, but is "
+                    f"{getattr(self, name)} instead.")
 
 
 @dataclass

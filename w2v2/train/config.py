@@ -353,6 +353,11 @@ class FinetuningConfig(TrainConfig):
     def check(self) -> None:
         require(bool(self.task.labels), "task.labels", "must name the label files (e.g. ltr) for the ctc criterion, "
                 "but is null.")
+        # fairseq crops fine-tuning audio longer than this to a random window but keeps the whole transcript.
+        require(self.task.max_sample_size is None, "task.max_sample_size", f"must be null when fine-tuning, but is "
+                f"{self.task.max_sample_size}: fairseq would crop longer utterances to a random "
+                f"{self.task.max_sample_size}-sample window and still train on their whole transcripts. Limit the "
+                "batch with dataset.max_tokens instead (utterances longer than it are left out).")
 
 
 KINDS = {"wav2vec2": PretrainingConfig, "wav2vec_ctc": FinetuningConfig}
