@@ -1,4 +1,6 @@
 import os
+import subprocess
+import sys
 
 import numpy as np
 import pytest
@@ -100,3 +102,23 @@ def test_limit_threads_leaves_cores_to_data_workers(monkeypatch, restore_threads
     assert limit_threads(1, reserved=1) == 3
     monkeypatch.delenv("OMP_NUM_THREADS")
     assert limit_threads(2, reserved=4) == 1  # never fewer than one thread
+
+
+EXIT_WITH_LIVE_WORKERS = """
+import torch
+from w2v2.data import loader
+class Items(torch.utils.data.Dataset):
+    def __len__(self): return 8
+    def __getitem__(self, i): return i
+batches = iter(torch.utils.data.DataLoader(Items(), num_workers=2, persistent_workers=True,
+                                           worker_init_fn=loader._ignore_stop_signals))
+next(batches)
+print("exiting")
+"""
+
+
+def test_a_process_with_live_workers_that_ignore_sigterm_still_exits_cleanly():
+    # multiprocessing ends daemon children with SIGTERM at exit and waits: without our exit hook it waits forever
+    done = subprocess.run([sys.executable, "-c", EXIT_WITH_LIVE_WORKERS], capture_output=True, text=True, timeout=120)
+    assert done.returncode == 0 and "exiting" in done.stdout
+    assert "killed by signal" not in done.stderr and "Traceback" not in done.stderr

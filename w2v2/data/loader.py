@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import atexit
+import multiprocessing
 import os
 import signal
 from typing import Any, Iterator
@@ -15,6 +17,7 @@ from w2v2.errors import W2v2Error
 
 THREAD_VARIABLES = ("OMP_NUM_THREADS", "MKL_NUM_THREADS")
 TRACEBACK_HEAD = "Traceback (most recent call last):"
+LEAVE_SIGNAL = signal.SIGUSR1  # how the training process ends its workers at exit
 
 
 class DataLoader(torch.utils.data.DataLoader):
@@ -78,11 +81,24 @@ def build_dataloader(
     )
 
 
+def _end_workers_at_exit() -> None:
+    """At exit multiprocessing sends daemon children SIGTERM and waits for them; our workers ignore it (see
+    below), so workers still alive then (they persist across epochs) would hang the exit: ask them to leave."""
+    for child in multiprocessing.active_children():
+        if child.daemon and child.pid is not None:
+            os.kill(child.pid, LEAVE_SIGNAL)
+
+
+# atexit runs the last registered first: this runs before multiprocessing's own exit hook
+atexit.register(_end_workers_at_exit)
+
+
 def _ignore_stop_signals(worker_id: int) -> None:
     """Workers leave SIGINT and SIGTERM (a terminal's Ctrl-C reaches its whole process group, a scheduler's
     SIGTERM every process of the job) to the training process, which stops cleanly and then ends them."""
     for signum in (signal.SIGINT, signal.SIGTERM):
         signal.signal(signum, signal.SIG_IGN)
+    signal.signal(LEAVE_SIGNAL, lambda signum, frame: os._exit(0))  # a clean exit: torch reports no dead worker
 
 
 def limit_threads(num_local_processes: int, reserved: int = 0) -> int:
