@@ -1,4 +1,4 @@
-"""The one exception type for bad user input; the command line prints it as a paragraph."""
+"""The exceptions the command line prints as one paragraph: bad user input, and faults of a run."""
 
 from __future__ import annotations
 
@@ -8,7 +8,16 @@ import traceback
 
 
 class W2v2Error(Exception):
-    """A problem with the user's files, configs or arguments, explained in one paragraph."""
+    """A problem with the user's files, configs or arguments, explained in one paragraph; exit status 2."""
+
+    exit_status = 2
+
+
+class RunFault(W2v2Error):
+    """A fault of the run, not of its input (another rank died or hung), explained in one paragraph; exit
+    status 1, what a launch with a crashed rank returns."""
+
+    exit_status = 1
 
 
 def debugging(flag: bool = False) -> bool:
@@ -22,8 +31,8 @@ def paragraph(error: BaseException) -> str:
 
 
 def report(prog: str, error: W2v2Error, debug: bool = False) -> int:
-    """Print `prog: error: ...` (after the traceback when debugging) to stderr; returns the exit status 2."""
+    """Print `prog: error: ...` (after the traceback when debugging) to stderr; returns the error's exit status."""
     if debugging(debug):
         traceback.print_exception(type(error), error, error.__traceback__, file=sys.stderr)
     print(f"{prog}: error: {paragraph(error)}", file=sys.stderr)
-    return 2
+    return error.exit_status

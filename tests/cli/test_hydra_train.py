@@ -7,6 +7,7 @@ import re
 import subprocess
 import sys
 from pathlib import Path
+from types import SimpleNamespace
 
 import pytest
 
@@ -110,3 +111,45 @@ def test_a_torchrun_world_size_other_than_distributed_world_size_is_refused(tiny
     assert "WORLD_SIZE=4" in error and "`distributed_training.distributed_world_size` is 2" in error
     assert main([*args, "distributed_training.distributed_world_size=4"]) == 0
     assert started == ["distributed_training.distributed_world_size=4"]  # torchrun's process, no spawning
+
+
+LAUNCH_OUTCOMES = {  # rank -> (exit code, its message or None) => exit status, what stderr says
+    "a killed rank after a survivor's message": (
+        {0: (1, "rank 0: an exchange failed"), 1: (-9, None)}, 1,
+        ["rank 0 of 2: rank 0: an exchange failed", "(pid 1001) was killed by SIGKILL"]),
+    "a hung rank: only the survivor failed": ({0: (1, "rank 0: an exchange failed")}, 1, ["rank 0 of 2: rank 0: an"]),
+    "bad input on every rank": ({0: (2, "corrupt.wav"), 1: (2, "corrupt.wav")}, 2,
+                                ["rank 0 of 2: corrupt.wav (rank 1 stopped too)"]),
+    "a rank that crashed without a message": ({1: (1, None)}, 1, ["rank 1 (pid 1001) exited with status 1"]),
+    "a signal both ranks saved on": ({0: (143, None), 1: (143, None)}, 143, []),
+}
+
+
+@pytest.mark.parametrize("case", LAUNCH_OUTCOMES)
+def test_a_failed_launch_exits_with_the_status_of_its_fault(case, monkeypatch, capsys, tmp_path):
+    """`spawn`'s reading of torchrun's ChildFailedError: a rank's W2v2Error keeps its status (2 for input,
+    1 for a lost peer), and a killed or crashed rank is named with exit 1."""
+    from torch.distributed.elastic.multiprocessing.errors import ChildFailedError, ProcessFailure
+
+    ranks, status, said = LAUNCH_OUTCOMES[case]
+
+    def launch(config, entry):
+        def launched(argv, cwd, error_dir):
+            for rank, (_, message) in ranks.items():
+                if message is not None:
+                    Path(error_dir, f"rank{rank}.txt").write_text(message, encoding="utf-8")
+            failures = {rank: ProcessFailure(rank, 1000 + rank, code, str(tmp_path / "none.json"))
+                        for rank, (code, _) in ranks.items()}
+            raise ChildFailedError("spawned_worker", failures)
+        return launched
+
+    monkeypatch.setattr("torch.distributed.launcher.api.elastic_launch", launch)
+    two = SimpleNamespace(cfg=SimpleNamespace(distributed_training=SimpleNamespace(distributed_world_size=2)))
+    monkeypatch.setattr(hydra_train, "load", lambda args, cwd: two)
+    with pytest.raises(SystemExit) as stopped:
+        sys.exit(main(["--config-name", "any"]))
+    assert stopped.value.code == status
+    error = capsys.readouterr().err
+    assert all(part in error for part in said), error
+    assert ("error:" in error) == bool(said) and "Traceback" not in error
+

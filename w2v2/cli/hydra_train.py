@@ -17,9 +17,9 @@ import sys
 import tempfile
 import uuid
 from pathlib import Path
-from typing import Any, List, Optional, Sequence
+from typing import Any, Dict, List, Optional, Sequence
 
-from w2v2.errors import W2v2Error, debugging, paragraph, report
+from w2v2.errors import RunFault, W2v2Error, debugging, paragraph, report
 from w2v2.fileio import write_text_atomically
 from w2v2.train.config_loading import LoadedConfig, load_train_config
 from w2v2.train.interrupts import STOP_SIGNALS, TrainingInterrupted
@@ -99,20 +99,20 @@ def _write_config(loaded: LoadedConfig, run_dir: Path) -> None:
 
 
 def spawned_worker(argv: List[str], cwd: str, error_dir: str) -> float:
-    """`run_worker` in a spawned process: a user error goes to `error_dir/rank{RANK}.txt` for the launching
-    process to print, and the process exits with status 2 (no launcher traceback)."""
+    """`run_worker` in a spawned process: its W2v2Error goes to `error_dir/rank{RANK}.txt` for the launching
+    process to print, and the process exits with the error's status (no launcher traceback)."""
     try:
         return run_worker(argv, cwd)
     except W2v2Error as error:
         if debugging("--debug" in argv):
             logger.exception("rank %s stopped", os.environ.get("RANK", "0"))
         Path(error_dir, f"rank{os.environ.get('RANK', '0')}.txt").write_text(paragraph(error), encoding="utf-8")
-        sys.exit(2)
+        sys.exit(error.exit_status)
 
 
 def spawn(argv: List[str], cwd: str, nprocs: int) -> None:
-    """Start `nprocs` local processes with torchrun's launcher (elastic, single node); a failed process
-    becomes one W2v2Error: its own message, or its exit status."""
+    """Start `nprocs` local processes with torchrun's launcher (elastic, single node). Failed ranks that all
+    left a message become one W2v2Error; a rank that crashed or was killed is named after any messages."""
     from torch.distributed.elastic.multiprocessing.api import SignalException
     from torch.distributed.elastic.multiprocessing.errors import ChildFailedError
     from torch.distributed.launcher.api import LaunchConfig, elastic_launch
@@ -127,10 +127,15 @@ def spawn(argv: List[str], cwd: str, nprocs: int) -> None:
         except SignalException as error:  # the launcher got it and passed it on: the workers saved and stopped
             raise SystemExit(128 + int(error.sigval)) from None
         except ChildFailedError as error:
-            user_error = rank_error(error, Path(error_dir), nprocs)
-            if user_error is not None:
-                raise user_error from error
-            raise SystemExit(_worker_failure(error)) from None
+            messages = {int(path.stem[len("rank"):]): path.read_text(encoding="utf-8")
+                        for path in Path(error_dir).glob("rank*.txt")}
+            crashed = {rank: failure for rank, failure in error.failures.items() if rank not in messages}
+            reported = rank_error(messages, error.failures, nprocs)
+            if not crashed:
+                raise reported from error
+            if reported is not None:  # a survivor's view of the crash: said before the crash itself
+                print(f"w2v2-hydra-train: error: {paragraph(reported)}", file=sys.stderr)
+            raise SystemExit(_worker_failure(crashed)) from None
 
 
 def _quiet_launcher() -> None:
@@ -140,25 +145,27 @@ def _quiet_launcher() -> None:
             logging.getLogger(name).setLevel(logging.CRITICAL)
 
 
-def rank_error(failed: Any, error_dir: Path, nprocs: int) -> Optional[W2v2Error]:
-    """The first failed rank's own W2v2Error as one paragraph (naming the other ranks that stopped), or None
-    when no rank left one (a crash, a kill or a signal: see `_worker_failure`)."""
-    messages = {int(path.stem[len("rank"):]): path.read_text(encoding="utf-8") for path in error_dir.glob("rank*.txt")}
+def rank_error(messages: Dict[int, str], failures: Dict[int, Any], nprocs: int) -> Optional[W2v2Error]:
+    """The first rank's message (`messages`: rank -> paragraph) as one error with that rank's exit status,
+    naming the other failed ranks; None without messages."""
     if not messages:
         return None
     first = min(messages)
-    others = [rank for rank in sorted(failed.failures) if rank != first]
+    others = [rank for rank in sorted(failures) if rank != first]
     also = f" (rank{'s' if len(others) > 1 else ''} {', '.join(map(str, others))} stopped too)" if others else ""
-    return W2v2Error(f"rank {first} of {nprocs}: {messages[first]}{also}")
+    status = failures[first].exitcode if first in failures else W2v2Error.exit_status
+    kind = RunFault if status == RunFault.exit_status else W2v2Error
+    return kind(f"rank {first} of {nprocs}: {messages[first]}{also}")
 
 
-def _worker_failure(error: Any) -> int:
-    """The exit status for a failed launch (a torchrun ChildFailedError), after a one-paragraph message:
-    128 + the signal when every failed worker stopped on one after saving, else 1."""
-    codes = {failure.exitcode for failure in error.failures.values()}
+def _worker_failure(crashed: Dict[int, Any]) -> int:
+    """The exit status for ranks that failed without a message (torchrun ProcessFailures by rank), after a
+    one-paragraph message: 128 + the signal when every one stopped on it after saving, else 1."""
+    codes = {failure.exitcode for failure in crashed.values()}
     if len(codes) == 1 and codes <= {128 + s for s in STOP_SIGNALS}:
         return codes.pop()  # rank 0 has said where it saved
-    rank, first = error.get_first_failure()
+    rank = min(crashed, key=lambda r: crashed[r].timestamp)
+    first = crashed[rank]
     how = f"was killed by {first.signal_name()}" if first.exitcode < 0 else f"exited with status {first.exitcode}"
     print(f"w2v2-hydra-train: error: rank {rank} (pid {first.pid}) {how}, so the launcher stopped the other "
           "ranks (any messages it wrote are above). Nothing was saved after the last checkpoint; run the same "

@@ -14,7 +14,7 @@ import torch
 from tqdm import tqdm
 
 from w2v2 import devices
-from w2v2.errors import W2v2Error
+from w2v2.errors import RunFault, W2v2Error
 from w2v2.interop.checkpoints import checkpoint_dict, load_state
 from w2v2.interop.safe_load import load_checkpoint_file
 from w2v2.fileio import remove_stale_temp_files
@@ -247,7 +247,7 @@ class TrainingRun:
                     self.state.iterations_in_epoch = 0
             except RuntimeError as error:
                 if self.info.world_size > 1 and collective_failure(error):
-                    raise W2v2Error(
+                    raise RunFault(
                         f"rank {self.info.rank}: an exchange with the other ranks failed after update "
                         f"{self.trainer.num_updates} ({str(error).splitlines()[0].strip()}): another rank died, or did "
                         "not answer within `distributed_training.heartbeat_timeout` (seconds; -1: 30 minutes). The "
