@@ -85,7 +85,7 @@ def worker(spec: Dict[str, Any]) -> Dict[str, Any]:
     dtype = getattr(torch, DTYPES[spec["dtype"]]) if DTYPES[spec["dtype"]] else None
     peak = matmul_peak(device, dtype or torch.float32, spec["matmul_n"])
     ours = step_models.build_ours(spec["size"], spec["task"], spec["options"])
-    model = ours if spec["impl"] == "ours" else step_models.build_hf(ours, spec["task"], spec["attention"])
+    model = ours if spec["impl"] != "hf" else step_models.build_hf(ours, spec["task"], spec["attention"])
     del ours
     model.to(device)
     batch = step_models.make_batch(spec["batch"], spec["seconds"], spec["mixed"])
@@ -174,6 +174,11 @@ def print_table(cases: List[Dict[str, Any]]) -> None:
         key = "peak_device_memory_gb" if case["device"] != "cpu" else "peak_rss_gb"
         mem = "/".join(f"{r[key]:.2f}" if r else "-" for r in (o, h))
         print(f"{case['name']:34} {cell(o):>15} {cell(h):>15} {ratio:>6} {flops} {mfu:>11} {mem:>11}")
+        c = case["results"].get("cached")
+        if c:
+            versus = f", {c['audio_s_per_s_best'] / h['audio_s_per_s_best']:.2f}x hf" if h else ""
+            print(f"{'  ours with feature_cache':34} {cell(c):>15}{versus}, {c['flops'] / 1e9:.0f} GFLOP, "
+                  f"RSS {c[key]:.2f} GB")
 
 
 def parse_args(argv: List[str]) -> argparse.Namespace:
@@ -182,7 +187,8 @@ def parse_args(argv: List[str]) -> argparse.Namespace:
     p.add_argument("--size", choices=("base", "small"), default="base")
     p.add_argument("--tasks", nargs="+", choices=("ctc", "pretrain"), default=["ctc", "pretrain"])
     p.add_argument("--batches", nargs="+", choices=("uniform", "mixed"), default=["uniform", "mixed"])
-    p.add_argument("--impls", nargs="+", choices=("ours", "hf"), default=["ours", "hf"])
+    p.add_argument("--impls", nargs="+", choices=("ours", "hf", "cached"), default=["ours", "hf"],
+                   help="cached: ours with common.feature_cache (CTC only; the cache is filled before timing)")
     p.add_argument("--threads", nargs="+", type=int, default=[1, 2])
     p.add_argument("--batch", type=int, default=2, help="utterances per batch")
     p.add_argument("--seconds", type=float, default=15.0, help="longest utterance, seconds")
@@ -219,7 +225,7 @@ def main(argv: List[str]) -> None:
         for task in args.tasks:
             for kind in args.batches:
                 name = f"{task} {args.size} {args.batch}x{args.seconds:g}s {kind} t{threads}"
-                cases.append({"name": name, "device": args.device, "runs": {impl: [] for impl in args.impls},
+                cases.append({"name": name, "device": args.device, "runs": {impl: [] for impl in args.impls if impl != "cached" or task == "ctc"},
                               "spec": dict(task=task, size=args.size, threads=threads, batch=args.batch,
                                            seconds=args.seconds, mixed=kind == "mixed", warmup=args.warmup,
                                            steps=args.steps, device=args.device, dtype=args.dtype,
@@ -228,7 +234,7 @@ def main(argv: List[str]) -> None:
     for round_index in range(args.rounds):
         order = args.impls if round_index % 2 == 0 else args.impls[::-1]
         for case in cases:
-            for impl in order:
+            for impl in (impl for impl in order if impl in case["runs"]):
                 run = run_worker({**case["spec"], "impl": impl})
                 case["runs"][impl].append(run)
                 print(f"round {round_index + 1} {case['name']} {impl}: steps {[round(t, 3) for t in run['times']]} s",

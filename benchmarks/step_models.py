@@ -14,6 +14,7 @@ import torch
 from w2v2.data.dictionary import Dictionary
 from w2v2.interop.checkpoints import build_model
 from w2v2.interop.hf_mapping import hf_config, weights_to_hf
+from w2v2.models.feature_cache import FeatureCache
 from w2v2.models.masking import compute_mask_indices
 from w2v2.train.losses import contrastive_loss, ctc_loss
 from w2v2.train.optim import AdamConfig, build_optimizer
@@ -120,7 +121,7 @@ def make_step(impl: str, task: str, model: torch.nn.Module, batch: Batch, device
     """A closure running forward + backward + AdamW once and returning the loss."""
     dictionary = Dictionary(LETTERS)
     adam = ADAM[task]
-    if impl == "ours":
+    if impl in ("ours", "cached"):
         optimizer = build_optimizer(model, AdamConfig(**adam))
         extractor = (model.w2v_encoder.w2v_model if task == "ctc" else model).feature_extractor
         lengths_fn = extractor.output_lengths
@@ -156,9 +157,13 @@ def make_step(impl: str, task: str, model: torch.nn.Module, batch: Batch, device
 def _ctc_forward(impl, model, source, padding, frame_padding, frames, batch, dictionary, device):
     rows = _targets(batch, frames, dictionary)
     lengths = torch.tensor([len(r) for r in rows])
-    if impl == "ours":
+    if impl in ("ours", "cached"):
         target = torch.nn.utils.rnn.pad_sequence(rows, batch_first=True, padding_value=dictionary.pad()).to(device)
-        return lambda: ctc_loss(model, model(source, padding), target, dictionary, target_lengths=lengths).loss
+        features = None
+        if impl == "cached":  # common.feature_cache: filled here, so that every counted and timed step hits
+            features = FeatureCache().features(model.w2v_encoder.w2v_model.feature_extractor, source, padding)
+        return lambda: ctc_loss(model, model(source, padding, cnn_features=features), target, dictionary,
+                                target_lengths=lengths).loss
     labels = torch.nn.utils.rnn.pad_sequence(rows, batch_first=True, padding_value=-100).to(device)
     mask = None if padding is None else (~padding).long()
     return lambda: model(source, attention_mask=mask, labels=labels).loss

@@ -24,6 +24,7 @@ SCHEDULES = "tests/train/test_lr_schedules.py::"
 SETUP = "tests/train/test_setup.py::"
 SCALER = "tests/train/test_loss_scaler.py::"
 TASK = "tests/train/test_task.py::"
+SPEED_KEYS = "tests/train/test_speed_keys.py::"
 MODEL = EFFECTS + "test_pretraining_key_changes_the_model"
 MASKS = EFFECTS + "test_masking_key_changes_the_masks"
 CTC = EFFECTS + "test_finetuning_key_changes_the_model"
@@ -54,6 +55,9 @@ USED_KEY_TESTS = {
     "common.amp_scale_window": SCALER + "test_amp_settings_come_from_the_amp_keys_without_tolerance_or_threshold",
     "common.empty_cache_freq": SETUP + "test_amp_and_empty_cache_freq_reach_the_trainer",
     "common.log_file": HYDRA + "test_log_file_gets_the_messages_and_empty_cache_freq_frees_the_cache",
+    "common.compile": SPEED_KEYS + "test_compile_wraps_the_training_forward[dynamic_default]",
+    "common.compile_dynamic": SPEED_KEYS + "test_compile_wraps_the_training_forward[static]",
+    "common.feature_cache": SPEED_KEYS + "test_feature_cache_runs_the_frozen_cnn_once_per_utterance",
     "dataset.required_batch_size_multiple": SETUP + "test_required_batch_size_multiple_cuts_training_and_validation_batches",
     "dataset.skip_invalid_size_inputs_valid_test": SETUP
     + "test_too_long_validation_items_are_refused_unless_skip_invalid_size_inputs_valid_test",

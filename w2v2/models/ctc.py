@@ -38,10 +38,12 @@ class Wav2VecEncoder(nn.Module):
         """True while the pretrained part trains without gradients."""
         return self.num_updates < self.freeze_finetune_updates
 
-    def forward(self, source: torch.Tensor, padding_mask: Optional[torch.Tensor] = None) -> Dict[str, Any]:
+    def forward(self, source: torch.Tensor, padding_mask: Optional[torch.Tensor] = None,
+                cnn_features: Optional[torch.Tensor] = None) -> Dict[str, Any]:
         grad = torch.no_grad() if self.frozen else contextlib.nullcontext()
         with grad:
-            res = self.w2v_model.extract_features(source, padding_mask, mask=self.apply_mask and self.training)
+            res = self.w2v_model.extract_features(source, padding_mask, mask=self.apply_mask and self.training,
+                                                  cnn_features=cnn_features)
         x = self.final_dropout(res["x"].transpose(0, 1))  # (B, T, C) -> (T, B, C)
         return {"encoder_out": self.proj(x), "padding_mask": res["padding_mask"], "layer_results": res["layer_results"]}
 
@@ -62,9 +64,11 @@ class Wav2Vec2Ctc(nn.Module):
         """Drive `freeze_finetune_updates` from the update count."""
         self.w2v_encoder.set_num_updates(num_updates)
 
-    def forward(self, source: torch.Tensor, padding_mask: Optional[torch.Tensor] = None) -> Dict[str, Any]:
-        """`encoder_out` (T, B, V) raw logits and the frame `padding_mask` (B, T) or None."""
-        return self.w2v_encoder(source, padding_mask)
+    def forward(self, source: torch.Tensor, padding_mask: Optional[torch.Tensor] = None,
+                cnn_features: Optional[torch.Tensor] = None) -> Dict[str, Any]:
+        """`encoder_out` (T, B, V) raw logits and the frame `padding_mask` (B, T) or None; `cnn_features`:
+        the frozen CNN's output (B, C, T), if computed elsewhere (a `FeatureCache`)."""
+        return self.w2v_encoder(source, padding_mask, cnn_features)
 
     def get_logits(self, net_output: Dict[str, Any]) -> torch.Tensor:
         """Logits with padded frames forced to blank (0 for blank, -inf elsewhere)."""

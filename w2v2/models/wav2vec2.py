@@ -74,9 +74,13 @@ class Wav2Vec2Model(nn.Module):
         lengths = self.feature_extractor.output_lengths((~padding_mask).long().sum(-1))
         return torch.arange(frames, device=padding_mask.device)[None, :] >= lengths[:, None]
 
-    def _features(self, source: torch.Tensor) -> Tuple[torch.Tensor, torch.Tensor]:
-        """CNN features (B, T, C) after the layer norm, and the features penalty."""
-        if self.cfg.feature_grad_mult > 0:
+    def _features(self, source: torch.Tensor,
+                  cnn_features: Optional[torch.Tensor]) -> Tuple[torch.Tensor, torch.Tensor]:
+        """CNN features (B, T, C) after the layer norm, and the features penalty; `cnn_features` (B, C, T),
+        if given, is the frozen CNN's output computed elsewhere (a `FeatureCache`)."""
+        if cnn_features is not None:
+            features = cnn_features
+        elif self.cfg.feature_grad_mult > 0:
             features = self.feature_extractor(source)
             if self.cfg.feature_grad_mult != 1.0:
                 features = GradMultiply.apply(features, self.cfg.feature_grad_mult)
@@ -125,9 +129,10 @@ class Wav2Vec2Model(nn.Module):
         layer: Optional[int] = None,
         mask_indices: Optional[torch.Tensor] = None,
         negative_indices: Optional[torch.Tensor] = None,
+        cnn_features: Optional[torch.Tensor] = None,
     ) -> Dict[str, Any]:
         """fairseq's output dict: context features, or contrastive logits (1+K, B, M) in `x`."""
-        features, features_pen = self._features(source)
+        features, features_pen = self._features(source, cnn_features)
         unmasked_features = features.clone()
         padding_mask = self.output_padding_mask(padding_mask, features.size(1))
         drop = features.size(1) % self.cfg.crop_seq_to_multiple
@@ -214,7 +219,8 @@ class Wav2Vec2Model(nn.Module):
 
     def extract_features(
         self, source: torch.Tensor, padding_mask: Optional[torch.Tensor] = None, mask: bool = False,
-        layer: Optional[int] = None,
+        layer: Optional[int] = None, cnn_features: Optional[torch.Tensor] = None,
     ) -> Dict[str, Any]:
         """Context features without the contrastive head (fairseq's `extract_features`)."""
-        return self.forward(source, padding_mask, mask=mask, features_only=True, layer=layer)
+        return self.forward(source, padding_mask, mask=mask, features_only=True, layer=layer,
+                            cnn_features=cnn_features)

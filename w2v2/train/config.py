@@ -67,6 +67,10 @@ class CommonConfig(Group):
     suppress_crashes: bool = no_effect(False)
     use_plasma_view: bool = no_effect(False)
     plasma_path: Optional[str] = no_effect("/tmp/plasma")
+    # Ours, not fairseq's (fairseq's loader does not read `common` from a checkpoint); see docs/SPEED.md.
+    compile: bool = False  # torch.compile the training forward (the first steps of each shape compile)
+    compile_dynamic: Optional[bool] = None  # torch.compile's `dynamic`; false: one graph per batch shape
+    feature_cache: bool = False  # fine-tuning with a frozen CNN: each utterance's CNN output computed once
 
     def check(self, where: str) -> None:
         one_of(self.log_format, (None, "json", "none", "simple", "tqdm"), f"{where}.log_format")

@@ -95,9 +95,12 @@ def build_trainer(cfg: TrainConfig, task: Task, device: torch.device, info: Proc
     update_freq = cfg.optimization.update_freq[0]
     scaler = loss_scaler(cfg.common, device, precision.loss_scaling,
                          default_window=max(1, int(2**14 / info.world_size / update_freq)))
+    forward = None
+    if cfg.common.compile:  # compiles lazily, at the first batch of each new shape
+        forward = torch.compile(model if ddp is None else ddp, dynamic=cfg.common.compile_dynamic)
     return Trainer(model, task.criterion(), optimizer, LrScheduler(cfg.lr_scheduler, optimizer), device,
                    clip_norm=cfg.optimization.clip_norm, precision=precision, scaler=scaler, ddp=ddp,
-                   empty_cache_freq=cfg.common.empty_cache_freq)
+                   forward=forward, empty_cache_freq=cfg.common.empty_cache_freq)
 
 
 def _needs_unused(model: Model) -> bool:

@@ -16,6 +16,7 @@ from w2v2.interop.fairseq_config import config_from_checkpoint, pretraining_conf
 from w2v2.interop.safe_load import load_checkpoint_file
 from w2v2.models.config import Wav2Vec2Config
 from w2v2.models.ctc import Wav2Vec2Ctc
+from w2v2.models.feature_cache import FeatureCache
 from w2v2.models.wav2vec2 import Wav2Vec2Model
 from w2v2.train.config import FinetuningConfig, PretrainingConfig, TrainConfig
 from w2v2.train.losses import LossOutput, contrastive_loss, ctc_loss
@@ -80,6 +81,11 @@ class FinetuningTask:
 
     cfg: FinetuningConfig
     dictionary: Dictionary
+    feature_cache: Optional[FeatureCache] = None  # made from `common.feature_cache`
+
+    def __post_init__(self) -> None:
+        if self.cfg.common.feature_cache:
+            self.feature_cache = FeatureCache()
 
     def dataset(self, split: str, training: bool) -> AudioDataset:
         """The dataset of `{task.data}/{split}.tsv` with its `{split}.{labels}` transcripts."""
@@ -89,14 +95,25 @@ class FinetuningTask:
 
     def build_model(self) -> Wav2Vec2Ctc:
         """A CTC model on the pretrained weights of `model.w2v_path` (see `build_ctc_model`)."""
-        return build_ctc_model(self.cfg, self.dictionary)
+        model = build_ctc_model(self.cfg, self.dictionary)
+        trained = model.w2v_encoder.w2v_model.cfg.feature_grad_mult
+        if self.cfg.common.feature_cache and trained != 0:
+            raise W2v2Error(f"`common.feature_cache` keeps the CNN's outputs, so it needs a frozen CNN, but "
+                            f"`model.feature_grad_mult` is {trained}; set it to 0 or turn the cache off.")
+        return model
 
     def criterion(self) -> Criterion:
-        """The CTC loss, normalised per utterance or per letter as the config says."""
-        dictionary, crit = self.dictionary, self.cfg.criterion
+        """The CTC loss, normalised per utterance or per letter as the config says; with
+        `common.feature_cache`, the frozen CNN's outputs come from a `FeatureCache`."""
+        dictionary, crit, cache = self.dictionary, self.cfg.criterion, self.feature_cache
 
         def ctc(forward: torch.nn.Module, model: Wav2Vec2Ctc, batch: Dict[str, Any]) -> LossOutput:
-            net_output = forward(**batch["net_input"])
+            net_input = batch["net_input"]
+            if cache is not None:
+                extractor = model.w2v_encoder.w2v_model.feature_extractor
+                net_input = {**net_input, "cnn_features": cache.features(
+                    extractor, net_input["source"], net_input.get("padding_mask"))}
+            net_output = forward(**net_input)
             return ctc_loss(model, net_output, batch["target"], dictionary, bool(crit.sentence_avg),
                             crit.zero_infinity, batch["target_lengths"])
 
@@ -112,6 +129,9 @@ def setup_task(cfg: TrainConfig) -> Task:
     if isinstance(cfg, FinetuningConfig):
         return FinetuningTask(cfg, Dictionary.load(data / f"dict.{cfg.task.labels}.txt"))
     if isinstance(cfg, PretrainingConfig):
+        if cfg.common.feature_cache:
+            raise W2v2Error("`common.feature_cache` is for fine-tuning with a frozen CNN; pretraining trains the "
+                            "CNN, so its outputs cannot be kept. Turn it off.")
         return PretrainingTask(cfg)
     raise TypeError(f"no task for {type(cfg).__name__}")
 

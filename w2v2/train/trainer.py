@@ -76,12 +76,14 @@ class Trainer:
                  lr_scheduler: LrScheduler, device: torch.device, *, clip_norm: float = 0.0,
                  precision: devices.Precision = devices.Precision(None, False),
                  scaler: Optional[LossScaler] = None, ddp: Optional[torch.nn.Module] = None,
-                 empty_cache_freq: int = 0) -> None:
+                 forward: Optional[torch.nn.Module] = None, empty_cache_freq: int = 0) -> None:
         self.model, self.criterion, self.optimizer = model, criterion, optimizer
         self.lr_scheduler, self.device, self.clip_norm = lr_scheduler, device, clip_norm
         self.precision, self.empty_cache_freq = precision, empty_cache_freq
         self.scaler = scaler or LossScaler(device, precision.loss_scaling)
-        self.forward_module = ddp if ddp is not None else model
+        self.ddp = ddp
+        # what the criterion calls: the model, its DDP wrapper, or a torch.compile of either
+        self.forward_module = next(m for m in (forward, ddp, model) if m is not None)
         self.world_size = dist.get_world_size() if dist.is_available() and dist.is_initialized() else 1
         self.num_updates = 0
 
@@ -92,9 +94,9 @@ class Trainer:
 
     def _no_sync(self, last: bool) -> contextlib.AbstractContextManager:
         """DDP all-reduces gradients only on the last accumulated batch."""
-        if last or self.forward_module is self.model:
+        if last or self.ddp is None:
             return contextlib.nullcontext()
-        return self.forward_module.no_sync()  # type: ignore[operator]
+        return self.ddp.no_sync()  # type: ignore[operator]
 
     def train_step(self, batches: Sequence[Dict[str, Any]]) -> UpdateResult:
         """One update from `batches` (update_freq of them); returns the summed logs of all ranks."""
