@@ -4,6 +4,7 @@ groups as dicts, and none of the paths fairseq only looks up (which would change
 
 from __future__ import annotations
 
+import dataclasses
 import json
 from pathlib import Path
 from typing import Any, Dict
@@ -18,6 +19,7 @@ from w2v2.interop.safe_load import load_checkpoint_file
 from w2v2.models.config import Wav2Vec2CtcConfig
 from w2v2.models.ctc import Wav2Vec2Ctc
 from w2v2.train import loop
+from w2v2.train.config import CommonConfig
 from w2v2.train.config_loading import load_train_config
 from tests.corpus import FIXTURE_CONFIGS
 
@@ -115,3 +117,14 @@ def test_every_dataclass_group_is_a_full_dict(written, kind):
         if "eval_wer_config" in task:
             assert set(task["eval_wer_config"]) <= set(root["task"]["eval_wer_config"])
     assert cfg["common"]["fp16"] is (kind == "ctc_fp16")
+
+
+def test_our_own_keys_are_in_a_group_fairseqs_loaders_never_read():
+    """The speed keys of ours (docs/SPEED.md) are written into `cfg.common`, where no traced fairseq load
+    reads anything; `fairseq_outputs.py` loaded such files (pretraining and fine-tuned) with fairseq."""
+    ours = {"compile", "compile_dynamic", "feature_cache"}
+    assert ours <= {f.name for f in dataclasses.fields(CommonConfig)}
+    assert ours.isdisjoint(fairseq_defaults()["groups"]["common"])
+    paths = [path for scenario in READS.values() for key in ("read", "read_if_present", "dicts")
+             for path in scenario.get(key, [])]
+    assert len(paths) > 100 and not [path for path in paths if "common" in path.split(".")]
