@@ -9,6 +9,7 @@ import torch
 
 from w2v2.errors import W2v2Error
 from w2v2.train import loop, setup
+from w2v2.train.progress import read_run_log
 from w2v2.train.task import setup_task
 from tests.train.tiny_configs import finetuning, pretraining
 
@@ -55,9 +56,9 @@ def test_compile_wraps_the_training_forward(tiny_manifest, tmp_path, monkeypatch
 def test_compiled_training_follows_the_eager_losses(tiny_manifest, tmp_path):
     """Real torch.compile (inductor, CPU): a few fine-tuning updates give the eager losses."""
     def losses(run_dir: Path, *overrides: str) -> list:
-        run = fine_tune(tiny_manifest, run_dir, "optimization.max_update=4", "model.mask_prob=0",
-                        "model.mask_channel_prob=0", "model.activation_dropout=0", *overrides)
-        return [r["loss"] for r in run.state.history if "loss" in r]
+        fine_tune(tiny_manifest, run_dir, "optimization.max_update=4", "model.mask_prob=0",
+                  "model.mask_channel_prob=0", "model.activation_dropout=0", *overrides)
+        return [values["loss"] for tag, values in read_run_log(run_dir) if tag == "train_inner"]
 
     eager, compiled = losses(tmp_path / "eager"), losses(tmp_path / "compiled", "common.compile=true")
     assert len(eager) == len(compiled) > 0
