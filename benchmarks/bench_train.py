@@ -7,7 +7,8 @@ waited for data.
     PYTHONPATH=. python benchmarks/bench_train.py --quick               # a smoke run
 
 Fine-tuning needs a pretrained model: a short demo_pretrain run (--pretrain-updates) makes one in the
-work folder unless `--w2v-path` names one. Manifests are prepared as `w2v2 demo` does. The numbers come
+work folder unless `--w2v-path` names one. Manifests are prepared as `w2v2 demo` does (on a WAV copy of the
+corpus). The numbers come
 from the run's own `train_inner` records (every --log-interval updates), the first one left out as
 warm-up; `train_wall` there excludes epoch boundaries, so the whole stage's wall time is reported too.
 """
@@ -76,14 +77,14 @@ def parse_args(argv: List[str]) -> argparse.Namespace:
 
 def main(argv: List[str]) -> None:
     """Prepare, (pre)train, measure; print and save the numbers."""
-    from w2v2.data.librispeech import prepare_librispeech
+    from w2v2.data.librispeech import decoded_copy, prepare_librispeech
 
     args = parse_args(argv)
     work = args.workdir or Path(tempfile.mkdtemp(prefix="w2v2-bench-train-"))
     work = work.resolve()
     manifest = work / "manifest"
     if not (manifest / "train.tsv").is_file():
-        prepare_librispeech(args.corpus, dest=manifest)
+        prepare_librispeech(decoded_copy(args.corpus, work / "corpus"), dest=manifest)  # as the demo does
     overrides = [f"task.data={manifest}"]
     if args.recipe != "demo_pretrain":
         w2v_path = args.w2v_path

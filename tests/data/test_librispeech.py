@@ -8,7 +8,7 @@ from pathlib import Path
 import pytest
 
 from w2v2.data.labels import write_dictionary, write_labels
-from w2v2.data.librispeech import plan_subsets, prepare_librispeech
+from w2v2.data.librispeech import decoded_copy, plan_subsets, prepare_librispeech
 from w2v2.data.manifest import read_manifest, write_manifest
 from w2v2.errors import W2v2Error
 
@@ -119,3 +119,27 @@ def test_unwritable_dest(librispeech: Path) -> None:
     (librispeech / "manifest").write_text("")
     with pytest.raises(W2v2Error, match="output directory must be writable, but .*manifest cannot be created"):
         prepare_librispeech(librispeech)
+
+
+def test_decoded_copy_holds_the_same_corpus_as_wav(tmp_path: Path, tree_builder) -> None:
+    import soundfile
+
+    data = tree_builder(tmp_path / "ogg", ext="ogg")
+    copy = decoded_copy(data, tmp_path / "wav")
+    sources = sorted(data.rglob("*.ogg"))
+    assert sources and sorted(p.relative_to(copy) for p in copy.rglob("*.wav")) == [
+        p.relative_to(data).with_suffix(".wav") for p in sources]
+    for source in sources:
+        wav = copy / source.relative_to(data).with_suffix(".wav")
+        assert (soundfile.read(wav, dtype="int16")[0] == soundfile.read(source, dtype="int16")[0]).all()
+    texts = sorted(p.relative_to(data) for p in data.rglob("*.txt"))
+    assert texts and texts == sorted(p.relative_to(copy) for p in copy.rglob("*.txt"))
+    summary = prepare_librispeech(copy, dest=tmp_path / "manifest")
+    assert summary.ext == "wav" and [s.utterances for s in summary.subsets] == [
+        s.utterances for s in prepare_librispeech(data, dest=tmp_path / "from_ogg").subsets]
+    # a second call keeps what is there and redoes what is not whole
+    kept, cut = (copy / source.relative_to(data).with_suffix(".wav") for source in sources[:2])
+    before = kept.stat().st_mtime_ns
+    cut.write_bytes(cut.read_bytes()[:100])
+    decoded_copy(data, tmp_path / "wav")
+    assert kept.stat().st_mtime_ns == before and soundfile.info(cut).frames == soundfile.info(sources[1]).frames

@@ -64,7 +64,7 @@ def _max_train(run_dir: Path, key: str) -> float:
 
 
 def run(args: argparse.Namespace) -> int:
-    from w2v2.data.librispeech import prepare_librispeech
+    from w2v2.data.librispeech import decoded_copy, prepare_librispeech
     from w2v2.inference.decoding import LmOptions
     from w2v2.inference.evaluate import evaluate
 
@@ -78,7 +78,7 @@ def run(args: argparse.Namespace) -> int:
 
     start = time.time()
     manifest = work / "manifest"
-    prepare_librispeech(args.corpus, dest=manifest)
+    prepare_librispeech(decoded_copy(args.corpus, work / "corpus"), dest=manifest)
     _stage(summary, "prepare", start)
 
     start = time.time()
