@@ -225,7 +225,8 @@ def main(argv: List[str]) -> None:
         for task in args.tasks:
             for kind in args.batches:
                 name = f"{task} {args.size} {args.batch}x{args.seconds:g}s {kind} t{threads}"
-                cases.append({"name": name, "device": args.device, "runs": {impl: [] for impl in args.impls if impl != "cached" or task == "ctc"},
+                impls = [impl for impl in args.impls if impl != "cached" or task == "ctc"]  # the cache is CTC's
+                cases.append({"name": name, "device": args.device, "runs": {impl: [] for impl in impls},
                               "spec": dict(task=task, size=args.size, threads=threads, batch=args.batch,
                                            seconds=args.seconds, mixed=kind == "mixed", warmup=args.warmup,
                                            steps=args.steps, device=args.device, dtype=args.dtype,

@@ -8,9 +8,9 @@ waited for data.
 
 Fine-tuning needs a pretrained model: a short demo_pretrain run (--pretrain-updates) makes one in the
 work folder unless `--w2v-path` names one. Manifests are prepared as `w2v2 demo` does (on a WAV copy of the
-corpus). The numbers come
-from the run's own `train_inner` records (every --log-interval updates), the first one left out as
-warm-up; `train_wall` there excludes epoch boundaries, so the whole stage's wall time is reported too.
+corpus). The numbers come from the run's own `train_inner` records (every --log-interval updates), the
+first one left out as warm-up; `train_wall` there excludes epoch boundaries, so the whole stage's wall time
+is reported too.
 """
 
 from __future__ import annotations

@@ -29,7 +29,6 @@ from w2v2.train.config import REGISTRY
 LIMIT = 60  # seconds; each named test takes a few when its key is read
 
 
-
 @contextlib.contextmanager
 def ignored(key: str) -> Iterator[None]:
     """While active, the field `key` (`group.key` or `group.<_name>.key`) always reads as its default, and
@@ -67,20 +66,22 @@ def surviving(keys: Sequence[str]) -> List[str]:
 
     survivors = []
     previous = signal.signal(signal.SIGALRM, overran)
-    for key in keys:
-        began = time.monotonic()
-        with ignored(key):
-            signal.alarm(LIMIT)
-            try:
-                code = pytest.main(["-x", "-p", "no:terminal", "-p", "no:cacheprovider", USED_KEY_TESTS[key]])
-            finally:
-                signal.alarm(0)
-        caught = code == pytest.ExitCode.TESTS_FAILED
-        print(f"{'caught' if caught else 'SURVIVED'} {key} ({USED_KEY_TESTS[key]}, "
-              f"{time.monotonic() - began:.0f} s)", flush=True)
-        if not caught:
-            survivors.append(key)
-    signal.signal(signal.SIGALRM, previous)
+    try:
+        for key in keys:
+            began = time.monotonic()
+            with ignored(key):
+                signal.alarm(LIMIT)
+                try:
+                    code = pytest.main(["-x", "-p", "no:terminal", "-p", "no:cacheprovider", USED_KEY_TESTS[key]])
+                finally:
+                    signal.alarm(0)
+            caught = code == pytest.ExitCode.TESTS_FAILED
+            print(f"{'caught' if caught else 'SURVIVED'} {key} ({USED_KEY_TESTS[key]}, "
+                  f"{time.monotonic() - began:.0f} s)", flush=True)
+            if not caught:
+                survivors.append(key)
+    finally:
+        signal.signal(signal.SIGALRM, previous)
     return survivors
 
 

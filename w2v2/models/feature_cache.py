@@ -26,7 +26,11 @@ class FeatureCache:
     def __init__(self) -> None:
         self.entries: Dict[bytes, torch.Tensor] = {}
         self.hits = 0
-        self.misses = 0
+
+    @property
+    def misses(self) -> int:
+        """Reads that ran the CNN: one per entry."""
+        return len(self.entries)
 
     def features(self, extractor: ConvFeatureExtractionModel, source: torch.Tensor,
                  padding_mask: Optional[torch.Tensor]) -> torch.Tensor:
@@ -44,13 +48,14 @@ class FeatureCache:
     def summary(self) -> str:
         """Entries, their size and the hit count, in words."""
         size = sum(t.numel() * t.element_size() for t in self.entries.values())
-        return f"{len(self.entries)} utterances, {size / 2**20:.1f} MB, {self.hits} of {self.hits + self.misses} reads hit"
+        reads = self.hits + self.misses
+        return f"{len(self.entries)} utterances, {size / 2**20:.1f} MB, {self.hits} of {reads} reads hit"
 
     def _utterance(self, extractor: ConvFeatureExtractionModel, audio: torch.Tensor) -> torch.Tensor:
-        key = hashlib.blake2b(audio.detach().cpu().numpy().tobytes(), digest_size=16).digest()
+        # hashed through the buffer protocol: no copy of the samples on the CPU
+        key = hashlib.blake2b(audio.detach().cpu().contiguous().numpy(), digest_size=16).digest()
         found = self.entries.get(key)
         if found is None:
-            self.misses += 1
             with torch.no_grad():
                 found = self.entries[key] = extractor(audio.unsqueeze(0))[0].cpu()
         else:

@@ -407,7 +407,6 @@ def train(cfg: TrainConfig, run_dir: Path) -> RunSummary:
     logger.info("done training in %.1f seconds: %d updates, epoch %d, best %s %s, max train_wps %.1f",
                 summary.seconds, summary.num_updates, summary.epoch, cfg.checkpoint.best_checkpoint_metric,
                 summary.best, summary.max_train_wps)
-    cache = getattr(run.task, "feature_cache", None)
-    if cache is not None:
-        logger.info("feature cache: %s", cache.summary())
+    if run.task.feature_cache is not None:
+        logger.info("feature cache: %s", run.task.feature_cache.summary())
     return summary

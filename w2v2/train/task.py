@@ -53,6 +53,7 @@ class PretrainingTask:
 
     cfg: PretrainingConfig
     dictionary: None = None
+    feature_cache: None = None  # pretraining trains the CNN (see `setup_task`)
 
     def dataset(self, split: str, training: bool) -> AudioDataset:
         """The dataset of `{task.data}/{split}.tsv`, cropped (or padded) as fairseq does it."""
