@@ -119,7 +119,7 @@ def schema_of(group: str, name: Optional[str], registry: Mapping[str, Schema]) -
     entry = registry[group]
     if isinstance(entry, type):
         return entry
-    if name not in entry:
+    if not isinstance(name, str) or name not in entry:  # a list or mapping there is not hashable
         raise W2v2Error(f"`{group}._name` must be one of {', '.join(entry)}, but is {name!r} instead."
                         f"{suggest(str(name), list(entry))}")
     return entry[name]

@@ -105,20 +105,27 @@ def test_limit_threads_leaves_cores_to_data_workers(monkeypatch, restore_threads
 
 
 EXIT_WITH_LIVE_WORKERS = """
+import sys, time
 import torch
 from w2v2.data import loader
 class Items(torch.utils.data.Dataset):
     def __len__(self): return 8
     def __getitem__(self, i): return i
-batches = iter(torch.utils.data.DataLoader(Items(), num_workers=2, persistent_workers=True,
-                                           worker_init_fn=loader._ignore_stop_signals))
-next(batches)
+    def collater(self, items): return items
+if sys.argv[1] == "starting":  # exit while the workers have not set their handlers yet
+    handlers = loader._ignore_stop_signals
+    loader._ignore_stop_signals = lambda worker_id: (time.sleep(1), handlers(worker_id))
+batches = iter(loader.build_dataloader(Items(), [[0, 1], [2, 3]], num_workers=2))
+if sys.argv[1] == "running":
+    next(batches)
 print("exiting")
 """
 
 
-def test_a_process_with_live_workers_that_ignore_sigterm_still_exits_cleanly():
+@pytest.mark.parametrize("workers", ["running", "starting"])
+def test_a_process_with_live_workers_that_ignore_sigterm_still_exits_cleanly(workers):
     # multiprocessing ends daemon children with SIGTERM at exit and waits: without our exit hook it waits forever
-    done = subprocess.run([sys.executable, "-c", EXIT_WITH_LIVE_WORKERS], capture_output=True, text=True, timeout=120)
+    script = [sys.executable, "-c", EXIT_WITH_LIVE_WORKERS, workers]
+    done = subprocess.run(script, capture_output=True, text=True, timeout=120)
     assert done.returncode == 0 and "exiting" in done.stdout
     assert "killed by signal" not in done.stderr and "Traceback" not in done.stderr

@@ -14,7 +14,8 @@ from w2v2.data.labels import read_labels
 from w2v2.data.manifest import escapes_root, read_manifest
 from w2v2.errors import W2v2Error
 
-FUZZ = settings(max_examples=150, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+EXAMPLES = int(os.environ.get("W2V2_FUZZ_EXAMPLES", "150"))  # raise it for a longer hunt
+FUZZ = settings(max_examples=EXAMPLES, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
 # Characters that matter to the parsers, mixed with any text.
 PIECES = st.sampled_from(["\t", "\n", "\r", " ", "..", "/", "\\", "0", "17", "-3", "1e5", "#", "<unk>", "\x00", "\ufeff"])
 # `name<TAB>17` (a manifest line) or `name 17` (a dictionary line), so that many files parse.

@@ -185,6 +185,7 @@ def test_unknown_group_suggests_the_group():
         ("optimization.max_update=abc", "optimization.max_update", "must be an integer, but is 'abc'"),
         ("common.fp16=maybe", "common.fp16", "must be a boolean"),
         ("lr_scheduler._name=cosine", "lr_scheduler._name", "must be one of polynomial_decay, tri_stage, fixed"),
+        ("task._name=[1,2]", "task._name", "but is [1, 2] instead"),  # found by the config fuzzer
         ("criterion._name=wav2vec ~criterion.zero_infinity +criterion.infonce=true", "model._name", "must be wav2vec2 with the wav2vec"),
         ("distributed_training.ddp_backend=fully_sharded", "distributed_training.ddp_backend", "not supported"),
         ("optimizer.adam_betas=(0.9)", "optimizer.adam_betas", "must be two numbers"),

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 
 import pytest
@@ -12,7 +13,8 @@ from tests.corpus import FIXTURE_CONFIGS
 from w2v2.errors import W2v2Error
 from w2v2.train.config_loading import group_keys, load_train_config
 
-FUZZ = settings(max_examples=120, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+EXAMPLES = int(os.environ.get("W2V2_FUZZ_EXAMPLES", "120"))  # raise it for a longer hunt
+FUZZ = settings(max_examples=EXAMPLES, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
 CONFIGS = ("tiny_pretrain", "tiny_ctc")
 SCHEMAS = {"common": None, "checkpoint": None, "dataset": None, "distributed_training": None, "optimization": None,
            "task": "audio_finetuning", "model": "wav2vec_ctc", "criterion": "ctc", "lr_scheduler": "tri_stage",

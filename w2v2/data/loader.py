@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import atexit
+import contextlib
 import multiprocessing
 import os
 import signal
@@ -18,6 +19,7 @@ from w2v2.errors import W2v2Error
 THREAD_VARIABLES = ("OMP_NUM_THREADS", "MKL_NUM_THREADS")
 TRACEBACK_HEAD = "Traceback (most recent call last):"
 LEAVE_SIGNAL = signal.SIGUSR1  # how the training process ends its workers at exit
+WORKER_SIGNALS = {signal.SIGINT, signal.SIGTERM, LEAVE_SIGNAL}
 
 
 class DataLoader(torch.utils.data.DataLoader):
@@ -26,7 +28,21 @@ class DataLoader(torch.utils.data.DataLoader):
     traceback pasted into the message."""
 
     def __iter__(self) -> Iterator[Any]:
-        return _unwrapped(super().__iter__())
+        with _worker_signals_held():
+            batches = super().__iter__()  # starts the workers (the first time only, when they persist)
+        return _unwrapped(batches)
+
+
+@contextlib.contextmanager
+def _worker_signals_held() -> Iterator[None]:
+    """Hold back the signals a worker handles while workers start: a child inherits the held set, so a
+    signal sent before its `worker_init_fn` has set the handlers waits for them instead of killing it
+    (then torch reports a dead worker). Held, not ignored: this process gets any that came meanwhile."""
+    held = signal.pthread_sigmask(signal.SIG_BLOCK, WORKER_SIGNALS)
+    try:
+        yield
+    finally:
+        signal.pthread_sigmask(signal.SIG_SETMASK, held)
 
 
 def _unwrapped(batches: Iterator[Any]) -> Iterator[Any]:
@@ -99,6 +115,7 @@ def _ignore_stop_signals(worker_id: int) -> None:
     for signum in (signal.SIGINT, signal.SIGTERM):
         signal.signal(signum, signal.SIG_IGN)
     signal.signal(LEAVE_SIGNAL, lambda signum, frame: os._exit(0))  # a clean exit: torch reports no dead worker
+    signal.pthread_sigmask(signal.SIG_UNBLOCK, WORKER_SIGNALS)  # held since the fork (see _worker_signals_held)
 
 
 def limit_threads(num_local_processes: int, reserved: int = 0) -> int:
