@@ -15,6 +15,7 @@ import os
 import signal
 import sys
 import tempfile
+import time
 import uuid
 from pathlib import Path
 from typing import Any, Dict, List, Optional, Sequence
@@ -26,6 +27,12 @@ from w2v2.train.interrupts import STOP_SIGNALS, TrainingInterrupted
 from w2v2.train.progress import setup_console_logging
 
 logger = logging.getLogger("w2v2.train")
+
+# How often torchrun's launcher looks at its workers, and how long a rank that saw another rank fail waits
+# before it exits: the launcher reports one failed rank per look (an arbitrary one when several have exited),
+# so the survivor must outlive a few looks for the launcher to name the rank that died first, and how.
+MONITOR_INTERVAL_S = 1
+SURVIVOR_GRACE_S = 3 * MONITOR_INTERVAL_S
 
 # Config values that name files; made absolute against the directory the command ran from.
 PATH_KEYS = (("task", "data"), ("model", "w2v_path"), ("checkpoint", "finetune_from_model"),
@@ -107,6 +114,8 @@ def spawned_worker(argv: List[str], cwd: str, error_dir: str) -> float:
         if debugging("--debug" in argv):
             logger.exception("rank %s stopped", os.environ.get("RANK", "0"))
         Path(error_dir, f"rank{os.environ.get('RANK', '0')}.txt").write_text(paragraph(error), encoding="utf-8")
+        if isinstance(error, RunFault):
+            time.sleep(SURVIVOR_GRACE_S)
         sys.exit(error.exit_status)
 
 
@@ -118,7 +127,8 @@ def spawn(argv: List[str], cwd: str, nprocs: int) -> None:
     from torch.distributed.launcher.api import LaunchConfig, elastic_launch
 
     config = LaunchConfig(min_nodes=1, max_nodes=1, nproc_per_node=nprocs, run_id=str(uuid.uuid4()),
-                          rdzv_backend="c10d", rdzv_endpoint="127.0.0.1:0", max_restarts=0, monitor_interval=1)
+                          rdzv_backend="c10d", rdzv_endpoint="127.0.0.1:0", max_restarts=0,
+                          monitor_interval=MONITOR_INTERVAL_S)
     if not debugging("--debug" in argv):
         _quiet_launcher()
     with tempfile.TemporaryDirectory(prefix="w2v2-errors-") as error_dir:
