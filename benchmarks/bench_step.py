@@ -1,14 +1,17 @@
 """Training-step benchmark: our CTC and pretraining steps against transformers' Wav2Vec2ForCTC /
-Wav2Vec2ForPreTraining with the same config, weights and batch (forward + backward + AdamW).
+Wav2Vec2ForPreTraining and fairseq's Wav2VecCtc / Wav2Vec2Model with the same config, weights and batch
+(forward + backward + the optimizer step).
 
     PYTHONPATH=. python benchmarks/bench_step.py --size base --threads 1 2 --rounds 2
+    PYTHONPATH=. python benchmarks/bench_step.py --impls ours hf fairseq   # fairseq: ../shared/oracle/setup.sh
     PYTHONPATH=. python benchmarks/bench_step.py --quick          # a small smoke run (no meaningful timing)
 
 Every measurement runs in a fresh process (ours and theirs alternate, the order flipping each round):
-one step under torch.utils.flop_counter (also the first warm-up; eager even with --compile), `--warmup`
-more, then `--steps` timed ones (with --compile, warm up 3 or more: the second compiled call recompiles
-for dynamic shapes). Each process also times a square fp32 (or --dtype) matmul, the peak MFU is measured
-against. Peak RSS is the process's high-water mark over the steps only (model building excluded).
+one step under torch.utils.flop_counter (on SDPA's math kernel, whose matmuls it counts; also the first
+warm-up; eager even with --compile), `--warmup` more, then `--steps` timed ones (with --compile, warm up 3
+or more: the second compiled call recompiles for dynamic shapes). Each process also times a square fp32
+(or --dtype) matmul, the peak MFU is measured against. Peak RSS is the process's high-water mark over the
+steps after the counted one (model building excluded).
 Results go to benchmarks/results/step-*.json and a table is printed.
 """
 
@@ -73,6 +76,7 @@ def _peak_rss_bytes() -> int:
 def worker(spec: Dict[str, Any]) -> Dict[str, Any]:
     """One measurement in this process: build, count FLOPs, warm up, time; returns the numbers."""
     import torch
+    from torch.nn.attention import SDPBackend, sdpa_kernel
     from torch.utils.flop_counter import FlopCounterMode
 
     from w2v2.devices import synchronize
@@ -85,18 +89,25 @@ def worker(spec: Dict[str, Any]) -> Dict[str, Any]:
     dtype = getattr(torch, DTYPES[spec["dtype"]]) if DTYPES[spec["dtype"]] else None
     peak = matmul_peak(device, dtype or torch.float32, spec["matmul_n"])
     ours = step_models.build_ours(spec["size"], spec["task"], spec["options"])
-    model = ours if spec["impl"] != "hf" else step_models.build_hf(ours, spec["task"], spec["attention"])
+    if spec["impl"] == "hf":
+        model = step_models.build_hf(ours, spec["task"], spec["attention"])
+    elif spec["impl"] == "fairseq":
+        model = step_models.build_fairseq(ours)
+    else:
+        model = ours
     del ours
     model.to(device)
     batch = step_models.make_batch(spec["batch"], spec["seconds"], spec["mixed"])
     step = step_models.make_step(spec["impl"], spec["task"], model, batch, device, dtype)
     cuda = device.type == "cuda"
-    if cuda:
-        torch.cuda.reset_peak_memory_stats(device)
-    rss_reset = _reset_peak_rss()
-    with FlopCounterMode(display=False) as counter:
+    # FlopCounterMode has no formula for SDPA's CPU flash kernels (it counts them as 0 FLOPs): count a step
+    # on the math kernel, whose matmuls it sees, and measure memory from the next step on
+    with sdpa_kernel([SDPBackend.MATH]), FlopCounterMode(display=False) as counter:
         step()
     flops = counter.get_total_flops()
+    rss_reset = _reset_peak_rss()
+    if cuda:
+        torch.cuda.reset_peak_memory_stats(device)
     if spec["compile"]:  # after the count, which runs eagerly; the warm-up steps then include the compilation
         model.compile()
     for _ in range(spec["warmup"]):
@@ -133,11 +144,11 @@ def profile_step(step: Any, top: int) -> List[Dict[str, Any]]:
              "calls": e.count} for e in ranked]
 
 
-def run_worker(spec: Dict[str, Any]) -> Dict[str, Any]:
-    """Run `spec` in a fresh Python process; its last stdout line is the JSON result."""
+def run_worker(spec: Dict[str, Any], python: str) -> Dict[str, Any]:
+    """Run `spec` in a fresh process of `python`; its last stdout line is the JSON result."""
     env = {**os.environ, "PYTHONPATH": os.pathsep.join(filter(None, [str(ROOT), os.environ.get("PYTHONPATH")])),
            "OMP_NUM_THREADS": str(spec["threads"]), "MKL_NUM_THREADS": str(spec["threads"])}
-    done = subprocess.run([sys.executable, str(Path(__file__).resolve()), "--worker", json.dumps(spec)],
+    done = subprocess.run([python, str(Path(__file__).resolve()), "--worker", json.dumps(spec)],
                           env=env, capture_output=True, text=True)
     if done.returncode != 0:
         raise SystemExit(f"worker {spec['impl']} {spec['task']} failed:\n{done.stderr[-4000:]}")
@@ -161,24 +172,17 @@ def summarize(runs: List[Dict[str, Any]]) -> Dict[str, Any]:
 
 
 def print_table(cases: List[Dict[str, Any]]) -> None:
-    """One line per case: audio-s/s best (median), the ratio, GFLOP/step, MFU and peak memory."""
-    head = f"{'case':34} {'ours a-s/s':>15} {'hf a-s/s':>15} {'ratio':>6} {'GFLOP':>8} {'MFU o/h':>11} {'RSS GB o/h':>11}"
+    """A line per case and implementation: audio-s/s best (median), ours / it (best), GFLOP/step, MFU, peak memory."""
+    head = f"{'case':34} {'impl':8} {'audio-s/s':>15} {'ours/it':>7} {'GFLOP':>6} {'MFU':>5} {'peak GB':>7}"
     print(head)
     print("-" * len(head))
     for case in cases:
-        o, h = case["results"].get("ours"), case["results"].get("hf")
-        cell = (lambda r: f"{r['audio_s_per_s_best']:6.2f} ({r['audio_s_per_s_median']:5.2f})" if r else "-")
-        ratio = f"{o['audio_s_per_s_best'] / h['audio_s_per_s_best']:6.2f}" if o and h else "-"
-        flops = f"{(o or h)['flops'] / 1e9:8.0f}"
-        mfu = "/".join(f"{r['mfu_best'] * 100:.0f}%" if r else "-" for r in (o, h))
+        ours = case["results"].get("ours")
         key = "peak_device_memory_gb" if case["device"] != "cpu" else "peak_rss_gb"
-        mem = "/".join(f"{r[key]:.2f}" if r else "-" for r in (o, h))
-        print(f"{case['name']:34} {cell(o):>15} {cell(h):>15} {ratio:>6} {flops} {mfu:>11} {mem:>11}")
-        c = case["results"].get("cached")
-        if c:
-            versus = f", {c['audio_s_per_s_best'] / h['audio_s_per_s_best']:.2f}x hf" if h else ""
-            print(f"{'  ours with feature_cache':34} {cell(c):>15}{versus}, {c['flops'] / 1e9:.0f} GFLOP, "
-                  f"RSS {c[key]:.2f} GB")
+        for impl, r in case["results"].items():
+            ratio = f"{ours['audio_s_per_s_best'] / r['audio_s_per_s_best']:7.2f}" if ours else "-"
+            print(f"{case['name']:34} {impl:8} {r['audio_s_per_s_best']:6.2f} ({r['audio_s_per_s_median']:5.2f}) "
+                  f"{ratio:>7} {r['flops'] / 1e9:6.0f} {r['mfu_best'] * 100:4.0f}% {r[key]:7.2f}")
 
 
 def parse_args(argv: List[str]) -> argparse.Namespace:
@@ -187,8 +191,11 @@ def parse_args(argv: List[str]) -> argparse.Namespace:
     p.add_argument("--size", choices=("base", "small"), default="base")
     p.add_argument("--tasks", nargs="+", choices=("ctc", "pretrain"), default=["ctc", "pretrain"])
     p.add_argument("--batches", nargs="+", choices=("uniform", "mixed"), default=["uniform", "mixed"])
-    p.add_argument("--impls", nargs="+", choices=("ours", "hf", "cached"), default=["ours", "hf"],
-                   help="cached: ours with common.feature_cache (CTC only; the cache is filled before timing)")
+    p.add_argument("--impls", nargs="+", choices=("ours", "hf", "fairseq", "cached"), default=["ours", "hf"],
+                   help="cached: ours with common.feature_cache (CTC only; the cache is filled before timing); "
+                        "fairseq runs in --fairseq-python")
+    p.add_argument("--fairseq-python", default=os.environ.get("FAIRSEQ_PYTHON", "/tmp/fairseq-oracle/python"),
+                   help="an interpreter that imports fairseq (default: $FAIRSEQ_PYTHON, else the oracle's)")
     p.add_argument("--threads", nargs="+", type=int, default=[1, 2])
     p.add_argument("--batch", type=int, default=2, help="utterances per batch")
     p.add_argument("--seconds", type=float, default=15.0, help="longest utterance, seconds")
@@ -220,6 +227,10 @@ def main(argv: List[str]) -> None:
         print(json.dumps(worker(json.loads(args.worker))))
         return
     options = {key: json.loads(value) for key, value in (item.split("=", 1) for item in args.option)}
+    if "fairseq" in args.impls and not os.access(args.fairseq_python, os.X_OK):
+        raise SystemExit(f"--impls fairseq needs an interpreter that imports fairseq; {args.fairseq_python} is not "
+                         "one (build it with ../shared/oracle/setup.sh, or pass --fairseq-python).")
+    pythons = {impl: args.fairseq_python if impl == "fairseq" else sys.executable for impl in args.impls}
     cases = []
     for threads in args.threads:
         for task in args.tasks:
@@ -236,7 +247,7 @@ def main(argv: List[str]) -> None:
         order = args.impls if round_index % 2 == 0 else args.impls[::-1]
         for case in cases:
             for impl in (impl for impl in order if impl in case["runs"]):
-                run = run_worker({**case["spec"], "impl": impl})
+                run = run_worker({**case["spec"], "impl": impl}, pythons[impl])
                 case["runs"][impl].append(run)
                 print(f"round {round_index + 1} {case['name']} {impl}: steps {[round(t, 3) for t in run['times']]} s",
                       file=sys.stderr)

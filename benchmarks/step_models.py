@@ -1,4 +1,5 @@
-"""The models, batches and training steps bench_step.py compares: ours and transformers' with the same weights.
+"""The models, batches and training steps bench_step.py compares: ours, transformers' and fairseq's (run in a
+fairseq interpreter such as ../shared/oracle's), with the same weights.
 
 Configs follow the recipes (BASE pretraining: wav2vec2_base_librispeech.yaml; fine-tuning: base_100h.yaml)
 with LayerDrop off on both sides, because dropped layers would make step times a lottery.
@@ -6,13 +7,16 @@ with LayerDrop off on both sides, because dropped layers would make step times a
 
 from __future__ import annotations
 
+import dataclasses
+import tempfile
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any, Callable, Dict, List, Optional
 
 import torch
 
 from w2v2.data.dictionary import Dictionary
-from w2v2.interop.checkpoints import build_model
+from w2v2.interop.checkpoints import build_model, checkpoint_dict
 from w2v2.interop.hf_mapping import hf_config, weights_to_hf
 from w2v2.models.feature_cache import FeatureCache
 from w2v2.models.masking import compute_mask_indices
@@ -96,6 +100,34 @@ def build_hf(ours: torch.nn.Module, task: str, attention: str) -> torch.nn.Modul
     return model.train()
 
 
+def build_fairseq(ours: torch.nn.Module) -> torch.nn.Module:
+    """fairseq's model of `ours`: written as our checkpoint, read back by fairseq's own loader (what its
+    fine-tuning and infer.py do), in train mode; the parameter names are fairseq's, so the weights are ours."""
+    from fairseq import checkpoint_utils
+
+    with tempfile.TemporaryDirectory() as folder:
+        path = Path(folder) / "bench_step.pt"
+        state = checkpoint_dict(ours)
+        state["task_state"] = {}  # our pickled stand-in of fairseq's Dictionary clashes with the real one here
+        if hasattr(ours, "w2v_encoder"):  # fairseq reads the letters from task.data instead
+            (Path(folder) / "dict.ltr.txt").write_text("".join(f"{letter} 1\n" for letter in LETTERS))
+            state["cfg"]["task"]["labels"] = "ltr"
+            pretraining = state["cfg"]["model"]["w2v_args"]
+            pretraining["task"] = {"_name": "audio_pretraining", "normalize": False, "data": folder, **(pretraining.get("task") or {})}
+        # this model was built without the other groups that a run links its model keys to: drop the unset
+        # links, so that fairseq resolves them in the stored groups, and give the task a data folder
+        network = state["cfg"]["model"]
+        for item in dataclasses.fields(ours.cfg):
+            if item.metadata.get("link") and network.get(item.name, 0) is None:
+                del network[item.name]
+        state["cfg"]["task"]["data"] = folder
+        torch.save(state, path)
+        models, _, task = checkpoint_utils.load_model_ensemble_and_task([str(path)])
+    model = models[0]
+    model.fairseq_task = task  # fairseq's criteria take the task (the CTC one reads its dictionary)
+    return model.train()
+
+
 def _frame_padding(lengths_fn: Callable[[torch.Tensor], torch.Tensor], batch: Batch, frames: int
                    ) -> Optional[torch.Tensor]:
     if batch.padding is None:
@@ -125,6 +157,14 @@ def make_step(impl: str, task: str, model: torch.nn.Module, batch: Batch, device
         optimizer = build_optimizer(model, AdamConfig(**adam))
         extractor = (model.w2v_encoder.w2v_model if task == "ctc" else model).feature_extractor
         lengths_fn = extractor.output_lengths
+    elif impl == "fairseq":
+        from fairseq.optim.adam import FairseqAdam, FairseqAdamConfig
+
+        # fairseq's `adam` optimizer as its trainer builds it (on the CPU: its own per-parameter Adam)
+        params = [p for p in model.parameters() if p.requires_grad]
+        optimizer = FairseqAdam(FairseqAdamConfig(**adam), params).optimizer
+        network = model.w2v_encoder.w2v_model if task == "ctc" else model
+        lengths_fn = network._get_feat_extract_output_lengths
     else:
         betas = tuple(float(b) for b in adam["adam_betas"].strip("()").split(","))
         params = [p for p in model.parameters() if p.requires_grad]
@@ -157,6 +197,15 @@ def make_step(impl: str, task: str, model: torch.nn.Module, batch: Batch, device
 def _ctc_forward(impl, model, source, padding, frame_padding, frames, batch, dictionary, device):
     rows = _targets(batch, frames, dictionary)
     lengths = torch.tensor([len(r) for r in rows])
+    if impl == "fairseq":
+        from fairseq.criterions.ctc import CtcCriterion, CtcCriterionConfig
+
+        criterion = CtcCriterion(CtcCriterionConfig(zero_infinity=True, sentence_avg=True), model.fairseq_task)
+        target = torch.nn.utils.rnn.pad_sequence(rows, batch_first=True, padding_value=dictionary.pad()).to(device)
+        mask = padding if padding is not None else torch.zeros_like(source, dtype=torch.bool)
+        sample = {"id": torch.arange(source.size(0)), "net_input": {"source": source, "padding_mask": mask},
+                  "target": target, "target_lengths": lengths, "ntokens": int(lengths.sum())}
+        return lambda: criterion(model, sample)[0]
     if impl in ("ours", "cached"):
         target = torch.nn.utils.rnn.pad_sequence(rows, batch_first=True, padding_value=dictionary.pad()).to(device)
         features = None
@@ -170,8 +219,11 @@ def _ctc_forward(impl, model, source, padding, frame_padding, frames, batch, dic
 
 
 def _pretrain_forward(impl, model, source, padding, frame_padding, frames, batch, dictionary, device):
-    cfg = model.cfg if impl == "ours" else None
-    mask_prob, mask_length = (cfg.mask_prob, cfg.mask_length) if cfg else (0.65, 10)
+    if impl == "hf":
+        mask_prob, mask_length = model.config.mask_time_prob, model.config.mask_time_length
+    else:  # ours keeps the config, fairseq's model the two values
+        mask_prob, mask_length = (model.cfg.mask_prob, model.cfg.mask_length) if impl == "ours" else (
+            model.mask_prob, model.mask_length)
 
     def draw_mask() -> torch.Tensor:
         shape = (batch.source.size(0), frames)
@@ -182,6 +234,13 @@ def _pretrain_forward(impl, model, source, padding, frame_padding, frames, batch
         nsentences = batch.source.size(0)
         return lambda: contrastive_loss(model, model(source, padding, mask_indices=draw_mask()), (0.1, 10.0),
                                         nsentences).loss
+    if impl == "fairseq":
+        from fairseq.criterions.wav2vec_criterion import Wav2vecCriterion
+
+        criterion = Wav2vecCriterion(model.fairseq_task, infonce=True, loss_weights=[0.1, 10.0])
+        ids = torch.arange(source.size(0))
+        return lambda: criterion(model, {"id": ids, "net_input": {"source": source, "padding_mask": padding,
+                                                                  "mask_indices": draw_mask()}})[0]
     from transformers.models.wav2vec2.modeling_wav2vec2 import _sample_negative_indices
 
     attention = None if padding is None else (~padding).long()
