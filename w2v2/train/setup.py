@@ -5,6 +5,7 @@ from __future__ import annotations
 import logging
 import os
 import random
+import warnings
 from dataclasses import dataclass
 from datetime import timedelta
 from pathlib import Path
@@ -87,9 +88,13 @@ def build_trainer(cfg: TrainConfig, task: Task, device: torch.device, info: Proc
     if info.world_size > 1:
         dt = cfg.distributed_training
         ids = [device.index] if device.type != "cpu" else None
-        ddp = DistributedDataParallel(model, device_ids=ids, bucket_cap_mb=dt.bucket_cap_mb,
-                                      find_unused_parameters=dt.find_unused_parameters or _needs_unused(model),
-                                      broadcast_buffers=dt.broadcast_buffers)
+        with warnings.catch_warnings():
+            # torch >= 2.13 deprecates broadcast_buffers, but its replacement (forward_sync_buffers) still
+            # syncs buffers at init: only broadcast_buffers keeps fairseq's meaning of False on every torch
+            warnings.filterwarnings("ignore", message="`broadcast_buffers` is deprecated", category=FutureWarning)
+            ddp = DistributedDataParallel(model, device_ids=ids, bucket_cap_mb=dt.bucket_cap_mb,
+                                          find_unused_parameters=dt.find_unused_parameters or _needs_unused(model),
+                                          broadcast_buffers=dt.broadcast_buffers)
     optimizer = build_optimizer(model, cfg.optimizer)
     precision = devices.precision(device, cfg.common.fp16, cfg.common.bf16, cfg.common.amp)
     update_freq = cfg.optimization.update_freq[0]
