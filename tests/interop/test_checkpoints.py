@@ -104,3 +104,20 @@ def test_legacy_ctc_args_with_nested_namespace(fairseq_dir, tmp_path):
     torch.save(legacy, tmp_path / "legacy_ctc.pt")
     model = w2v2.load_model(tmp_path / "legacy_ctc.pt")
     assert isinstance(model, Wav2Vec2Ctc) and model.pretrained_cfg.encoder_layers == 2
+
+
+def test_a_saved_ctc_model_stores_the_encoder_fairseq_should_rebuild(tmp_path):
+    """w2v_args.model is the encoder's config with the fine-tuning values in it: fairseq builds from
+    w2v_args.model as stored and applies those values only when it reads w2v_path."""
+    pretrained = Wav2Vec2Config(conv_feature_layers="[(32,10,5)]+[(32,3,2)]*2", encoder_layers=1,
+                                encoder_embed_dim=32, encoder_ffn_embed_dim=64, encoder_attention_heads=2,
+                                feature_grad_mult=0.1, dropout=0.1, mask_prob=0.65)
+    fine_tuning = Wav2Vec2CtcConfig(feature_grad_mult=0.0, dropout=0.05, mask_prob=0.3, layerdrop=0.2)
+    given = {"task": {"_name": "audio_pretraining", "normalize": False}, "model": pretrained.to_dict()}
+    for w2v_args in (None, given):  # built in code; read from a file whose w2v_args lack the fine-tuning values
+        fine_tuning.w2v_args = w2v_args
+        save_checkpoint(tmp_path / "ctc.pt", Wav2Vec2Ctc(fine_tuning, pretrained, 8))
+        stored = load_checkpoint_file(tmp_path / "ctc.pt")["cfg"]["model"]["w2v_args"]["model"]
+        assert (stored["feature_grad_mult"], stored["dropout"], stored["mask_prob"], stored["encoder_layerdrop"]) \
+            == (0.0, 0.05, 0.3, 0.2)
+        assert stored["encoder_layers"] == 1 and stored["conv_feature_layers"] == pretrained.conv_feature_layers

@@ -93,9 +93,10 @@ def refuse_non_finite(weights: Dict[str, torch.Tensor], where: str) -> None:
 def model_config(model: Model) -> Dict[str, Any]:
     """The `model` group fairseq needs to rebuild `model`."""
     if isinstance(model, Wav2Vec2Ctc):
-        pretraining = model.cfg.w2v_args or {"task": {"_name": "audio_pretraining", "normalize": model.cfg.normalize},
-                                             "model": model.pretrained_cfg.to_dict()}
-        return {**model.cfg.to_dict(), "w2v_args": pretraining}
+        # fairseq builds the encoder from w2v_args.model as it stands (it puts the fine-tuning values in only
+        # when it reads w2v_path), so the group is the encoder's own config, fine-tuning values included
+        pretraining = model.cfg.w2v_args or {"task": {"_name": "audio_pretraining", "normalize": model.cfg.normalize}}
+        return {**model.cfg.to_dict(), "w2v_args": {**pretraining, "model": model.w2v_encoder.w2v_model.cfg.to_dict()}}
     return model.cfg.to_dict()
 
 
