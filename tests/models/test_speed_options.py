@@ -7,6 +7,7 @@ from typing import Dict, List
 import torch
 import torch.nn.functional as F
 
+from w2v2.models import transformer
 from w2v2.models.config import Wav2Vec2Config, Wav2Vec2CtcConfig
 from w2v2.models.ctc import Wav2Vec2Ctc
 from w2v2.models.transformer import MultiheadAttention
@@ -80,23 +81,26 @@ def test_frozen_feature_encoder_keeps_no_autograd_state():
     assert model.w2v_encoder.proj.weight.grad is not None
 
 
-def test_attention_dropout_path_equals_sdpa_with_the_same_random_numbers():
+def test_attention_dropout_path_equals_sdpa_with_the_same_kept_weights(monkeypatch):
+    """The CPU path with dropout: with a known dropout mask, the attention weights times that mask; with
+    nothing dropped, SDPA's attention."""
     torch.manual_seed(0)
     attention = MultiheadAttention(32, 4, dropout=0.3).train()
     x = torch.randn(9, 2, 32)
     padding = torch.zeros(2, 9, dtype=torch.bool)
     padding[0, 6:] = True
-    torch.manual_seed(5)
-    ours = attention(x, padding)
     weight = torch.cat([attention.q_proj.weight, attention.k_proj.weight, attention.v_proj.weight])
     bias = torch.cat([attention.q_proj.bias, attention.k_proj.bias, attention.v_proj.bias])
     q, k, v = (t.view(9, 2, 4, 8).permute(1, 2, 0, 3) for t in F.linear(x, weight, bias).chunk(3, dim=-1))
-    torch.manual_seed(5)
-    sdpa = F.scaled_dot_product_attention(q, k, v, attn_mask=~padding[:, None, None, :], dropout_p=0.3)
-    expected = attention.out_proj(sdpa.permute(2, 0, 1, 3).reshape(9, 2, 32))
+    keep = torch.rand(2, 4, 9, 9, generator=torch.Generator().manual_seed(3)) > 0.3
+    monkeypatch.setattr(transformer, "dropout", lambda probs, p, training: probs * keep / (1 - p))
+    ours = attention(x, padding)
+    probs = torch.softmax(q @ k.transpose(-2, -1) / 8 ** 0.5 + torch.where(padding, -torch.inf, 0.0)[:, None, None, :], -1)
+    expected = attention.out_proj((probs * keep / 0.7 @ v).permute(2, 0, 1, 3).reshape(9, 2, 32))
     assert torch.allclose(ours, expected, atol=1e-6)
-    torch.manual_seed(6)
-    assert not torch.allclose(attention(x, padding), expected, atol=1e-3)  # the dropout does draw
+    monkeypatch.setattr(transformer, "dropout", lambda probs, p, training: probs)
+    sdpa = F.scaled_dot_product_attention(q, k, v, attn_mask=~padding[:, None, None, :])
+    assert torch.allclose(attention(x, padding), attention.out_proj(sdpa.permute(2, 0, 1, 3).reshape(9, 2, 32)), atol=1e-6)
 
 
 def test_contrastive_logits_equal_torch_cosine_similarity_with_the_same_gradients():

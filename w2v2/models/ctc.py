@@ -9,6 +9,7 @@ import torch
 from torch import nn
 
 from w2v2.models.config import Wav2Vec2Config, Wav2Vec2CtcConfig
+from w2v2.models.dropout import Dropout
 from w2v2.models.wav2vec2 import Wav2Vec2Model
 
 if TYPE_CHECKING:  # the models do not depend on the data package at run time
@@ -23,7 +24,7 @@ class Wav2VecEncoder(nn.Module):
         self.apply_mask = cfg.apply_mask
         self.w2v_model = Wav2Vec2Model(cfg.override(pretrained))
         self.w2v_model.remove_pretraining_modules()
-        self.final_dropout = nn.Dropout(cfg.final_dropout)
+        self.final_dropout = Dropout(cfg.final_dropout)
         self.freeze_finetune_updates = cfg.freeze_finetune_updates
         self.num_updates = 0
         self.proj = nn.Linear(pretrained.encoder_embed_dim, output_size)

@@ -8,6 +8,7 @@ import torch
 from torch import nn
 
 from w2v2.models.config import Wav2Vec2Config
+from w2v2.models.dropout import Dropout
 from w2v2.models.feature_encoder import ConvFeatureExtractionModel, GradMultiply
 from w2v2.models.masking import compute_mask_indices
 from w2v2.models.negatives import sample_negatives
@@ -38,8 +39,8 @@ class Wav2Vec2Model(nn.Module):
         self.post_extract_proj = (
             nn.Linear(self.embed, cfg.encoder_embed_dim) if self.embed != cfg.encoder_embed_dim else None
         )
-        self.dropout_input = nn.Dropout(cfg.dropout_input)
-        self.dropout_features = nn.Dropout(cfg.dropout_features)
+        self.dropout_input = Dropout(cfg.dropout_input)
+        self.dropout_features = Dropout(cfg.dropout_features)
         self.quantizer: Optional[GumbelVectorQuantizer] = None
         if cfg.quantize_targets:
             vq_dim = cfg.latent_dim if cfg.latent_dim > 0 else final_dim
