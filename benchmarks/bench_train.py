@@ -28,7 +28,7 @@ sys.path.insert(0, str(HERE.parent))
 
 from w2v2.cli.demo import REPO_CORPUS  # noqa: E402
 from w2v2.cli.hydra_train import main as hydra_train  # noqa: E402
-from w2v2.errors import W2v2Error  # noqa: E402
+from w2v2.errors import W2v2Error, report  # noqa: E402
 from w2v2.fileio import write_text_atomically  # noqa: E402
 from w2v2.train.progress import read_run_log  # noqa: E402
 
@@ -102,7 +102,7 @@ def main(argv: List[str]) -> None:
         "checkpoint.no_save=true", f"common.log_interval={args.log_interval}", "common.log_format=json",
         *args.overrides])
     numbers = loop_numbers(run_dir, skip=1)
-    report = {"argv": argv, "recipe": args.recipe, "updates": args.updates, "stage_wall_s": seconds,
+    summary = {"argv": argv, "recipe": args.recipe, "updates": args.updates, "stage_wall_s": seconds,
               "run_dir": str(run_dir), **numbers}
     print(f"{args.recipe}: {numbers['letters_per_s']:.0f} letters/s, {numbers['audio_s_per_s']:.1f} audio-s/s, "
           f"padding {numbers['padding_fraction'] * 100:.1f} %, data wait {numbers['data_wait_share'] * 100:.1f} % "
@@ -110,9 +110,12 @@ def main(argv: List[str]) -> None:
           f"stage wall {seconds:.0f} s for {args.updates} updates")
     output = args.output or HERE / "results" / f"train-{args.recipe}-{time.strftime('%Y%m%d-%H%M%S')}.json"
     output.parent.mkdir(parents=True, exist_ok=True)
-    write_text_atomically(output, json.dumps(report, indent=1) + "\n")
+    write_text_atomically(output, json.dumps(summary, indent=1) + "\n")
     print(f"wrote {output}")
 
 
 if __name__ == "__main__":
-    main(sys.argv[1:])
+    try:
+        main(sys.argv[1:])
+    except W2v2Error as error:
+        sys.exit(report("bench_train.py", error))
