@@ -115,6 +115,9 @@ def spawned_worker(argv: List[str], cwd: str, error_dir: str) -> float:
             logger.exception("rank %s stopped", os.environ.get("RANK", "0"))
         Path(error_dir, f"rank{os.environ.get('RANK', '0')}.txt").write_text(paragraph(error), encoding="utf-8")
         if isinstance(error, RunFault):
+            # the launcher stops the ranks left with SIGTERM once it has its failure: exit normally then, as
+            # a rank killed by the signal leaves its semaphores to the resource tracker, which warns at exit
+            signal.signal(signal.SIGTERM, lambda signum, frame: sys.exit(error.exit_status))
             time.sleep(SURVIVOR_GRACE_S)
         sys.exit(error.exit_status)
 
