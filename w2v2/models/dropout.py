@@ -9,7 +9,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-LEVELS = 1 << 16  # uniform 16-bit numbers per draw
+LEVELS = 1 << 16  # the values a 16-bit random number takes
 
 
 def dropout(x: torch.Tensor, p: float, training: bool) -> torch.Tensor:
