@@ -10,6 +10,7 @@ import torch.nn.functional as F
 from w2v2.models import transformer
 from w2v2.models.config import Wav2Vec2Config, Wav2Vec2CtcConfig
 from w2v2.models.ctc import Wav2Vec2Ctc
+from w2v2.models.feature_encoder import _group_norm_gelu_
 from w2v2.models.transformer import MultiheadAttention
 from w2v2.models.wav2vec2 import Wav2Vec2Model
 from tests.models.conftest import TINY
@@ -143,46 +144,22 @@ def test_quantizer_codebook_lookup_equals_fairseqs_broadcast_sum():
         quantizer.vars.grad = None
 
 
-def test_stacked_qkv_projection_has_the_gradients_of_the_concatenated_linear_and_saves_no_weight_copy():
-    torch.manual_seed(0)
-    attention = MultiheadAttention(32, 4, dropout=0.0).train()
-    x = torch.randn(7, 2, 32, requires_grad=True)
-    padding = torch.zeros(2, 7, dtype=torch.bool)
-    padding[0, 4:] = True
-    sizes: List[torch.Size] = []
-    with torch.autograd.graph.saved_tensors_hooks(lambda t: sizes.append(t.shape) or t, lambda t: t):
-        out = attention(x, padding)
-    assert torch.Size([96, 32]) not in sizes  # no concatenated (3C, C) weight kept
-    out.pow(2).sum().backward()
-    ours = [x.grad.clone()] + [p.grad.clone() for p in attention.parameters()]
-    x.grad = None
-    attention.zero_grad()
-    projections = [getattr(attention, f"{n}_proj") for n in "qkv"]
-    qkv = F.linear(x, torch.cat([p.weight for p in projections]), torch.cat([p.bias for p in projections]))
-    q, k, v = (t.view(7, 2, 4, 8).permute(1, 2, 0, 3) for t in qkv.chunk(3, dim=-1))
-    att = F.scaled_dot_product_attention(q, k, v, attn_mask=~padding[:, None, None, :])
-    attention.out_proj(att.permute(2, 0, 1, 3).reshape(7, 2, 32)).pow(2).sum().backward()
-    expected = [x.grad] + [p.grad for p in attention.parameters()]
-    for mine, theirs in zip(ours, expected):
-        assert torch.allclose(mine, theirs, rtol=1e-5, atol=1e-6)
 
-
-def test_stacked_qkv_projection_under_autocast_gives_gradients_in_each_parameters_dtype():
+def test_frozen_feature_encoder_normalises_in_place_with_the_values_of_the_autograd_path():
     torch.manual_seed(0)
-    attention = MultiheadAttention(32, 4, dropout=0.0).train()
-    x = torch.randn(5, 2, 32, requires_grad=True)
-    with torch.autocast("cpu", dtype=torch.bfloat16):
-        out = attention(x, None)
-    assert out.dtype == torch.bfloat16
-    out.float().pow(2).sum().backward()
-    assert x.grad.dtype == torch.float32
-    assert all(p.grad is not None and p.grad.dtype == torch.float32 for p in attention.parameters())
-    q_grad = attention.q_proj.weight.grad.clone()
-    attention.zero_grad()
-    projections = [getattr(attention, f"{n}_proj") for n in "qkv"]
-    with torch.autocast("cpu", dtype=torch.bfloat16):
-        qkv = F.linear(x, torch.cat([p.weight for p in projections]), torch.cat([p.bias for p in projections]))
-        q, k, v = (t.view(5, 2, 4, 8).permute(1, 2, 0, 3) for t in qkv.chunk(3, dim=-1))
-        ref = attention.out_proj(F.scaled_dot_product_attention(q, k, v).permute(2, 0, 1, 3).reshape(5, 2, 32))
-    ref.float().pow(2).sum().backward()
-    assert torch.allclose(q_grad, attention.q_proj.weight.grad, rtol=2e-2, atol=1e-3)
+    model = Wav2Vec2Model(Wav2Vec2Config.from_dict(TINY))
+    extractor = model.feature_extractor
+    norm = extractor.conv_layers[0][2]
+    with torch.no_grad():  # a norm that is not the identity
+        norm.weight.uniform_(0.5, 1.5)
+        norm.bias.normal_()
+    source = torch.randn(3, 8000)
+    with_grad = extractor(source)
+    assert with_grad.requires_grad
+    with torch.no_grad():
+        frozen = extractor(source)
+        conv = extractor.conv_layers[0][0](source.unsqueeze(1))
+        expected = F.gelu(norm(conv))
+        in_blocks = _group_norm_gelu_(conv, norm, channels=5)  # 16 channels: blocks of 5, 5, 5, 1
+        assert in_blocks.data_ptr() == conv.data_ptr() and torch.equal(in_blocks, expected)
+    assert torch.equal(frozen, with_grad.detach())

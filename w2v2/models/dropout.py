@@ -5,6 +5,8 @@ multiple of 1/65536 (off by at most 7.6e-6). Other devices keep torch's fused ke
 
 from __future__ import annotations
 
+from typing import Optional
+
 import torch
 import torch.nn.functional as F
 from torch import nn
@@ -21,12 +23,19 @@ def dropout(x: torch.Tensor, p: float, training: bool) -> torch.Tensor:
     return _CpuDropout.apply(x, p)
 
 
-def keep_mask(shape: torch.Size, p: float) -> torch.Tensor:
-    """True with probability 1 - p (rounded to 1/65536), from the CPU's default generator."""
+def keep_mask(shape: torch.Size, p: float, generator: Optional[torch.Generator] = None) -> torch.Tensor:
+    """True with probability 1 - p (rounded to 1/65536), from `generator` (default: the CPU's default one)."""
     numel = shape.numel()
-    words = torch.empty((numel + 3) // 4, dtype=torch.int64).random_(-(1 << 63), None)  # all 64 bits random
+    # all 64 bits random
+    words = torch.empty((numel + 3) // 4, dtype=torch.int64).random_(-(1 << 63), None, generator=generator)
     # as signed 16-bit numbers, [0, 65536) is shifted down by 32768
     return words.view(torch.int16)[:numel].view(shape) >= round(p * LEVELS) - LEVELS // 2
+
+
+def seeded_keep_mask(shape: torch.Size, p: float, seed: int) -> torch.Tensor:
+    """`keep_mask` from a generator seeded with `seed`: the same mask again for the same seed, which a
+    backward can redraw instead of keeping it."""
+    return keep_mask(shape, p, torch.Generator().manual_seed(seed))
 
 
 class _CpuDropout(torch.autograd.Function):

@@ -46,6 +46,22 @@ def _conv_block(n_in: int, n_out: int, kernel: int, stride: int, norm: str, bias
     return nn.Sequential(conv, nn.Dropout(0.0), nn.GELU())
 
 
+def _group_norm_gelu_(x: torch.Tensor, norm: nn.GroupNorm, channels: int = 128) -> torch.Tensor:
+    """gelu(norm(x)) written into x, for a norm with one group per channel; (B, C, T), contiguous.
+
+    With a group per channel the statistics of a block of channels are those of the whole, so each block
+    (one utterance, `channels` channels: contiguous in x) is torch's own group norm, the same values, and
+    only a block's worth of it is ever allocated."""
+    x = x.contiguous()
+    for b in range(x.size(0)):
+        for lo in range(0, x.size(1), channels):
+            block = x[b: b + 1, lo: lo + channels]
+            normed = F.group_norm(block, block.size(1), norm.weight[lo: lo + channels], norm.bias[lo: lo + channels],
+                                  norm.eps)
+            torch.ops.aten.gelu.out(normed, out=block)
+    return x
+
+
 class ConvFeatureExtractionModel(nn.Module):
     """Strided 1-D convolutions over the waveform; fairseq's module of the same name."""
 
@@ -66,7 +82,13 @@ class ConvFeatureExtractionModel(nn.Module):
     def forward(self, source: torch.Tensor) -> torch.Tensor:
         x = source.unsqueeze(1)  # (B, L) -> (B, 1, L)
         for block in self.conv_layers:
-            x = block(x)
+            norm = block[2] if len(block) > 3 else None
+            if isinstance(norm, Fp32GroupNorm) and not torch.is_grad_enabled() and x.dtype == torch.float32:
+                # frozen or inference: the first block's output is the largest tensor of the model (B, 512, L/5),
+                # and normalising it in place keeps one copy of it instead of two
+                x = _group_norm_gelu_(block[0](x), norm)
+            else:
+                x = block(x)
         return x
 
     def output_lengths(self, input_lengths: torch.Tensor) -> torch.Tensor:

@@ -12,6 +12,7 @@ from torch.utils.checkpoint import checkpoint
 
 from w2v2.models.config import Wav2Vec2Config
 from w2v2.models.dropout import Dropout, dropout
+from w2v2.models.lean_autograd import gelu_dropout_linear, stacked_linear
 
 # (layer output (T, B, C), fc2 output before dropout and residual (T, B, C)) per layer
 LayerResult = Tuple[torch.Tensor, torch.Tensor]
@@ -67,8 +68,7 @@ class MultiheadAttention(nn.Module):
             return t.view(tsz, bsz, self.heads, dim // self.heads).permute(1, 2, 0, 3)
 
         # One matmul over the stacked weights instead of three; the parameters stay fairseq's three.
-        projections = (self.q_proj, self.k_proj, self.v_proj)
-        qkv = _StackedLinear.apply(x, *(p.weight for p in projections), *(p.bias for p in projections))
+        qkv = stacked_linear(x, self.q_proj, self.k_proj, self.v_proj)
         q, k, v = (split_heads(t) for t in qkv.chunk(3, dim=-1))
         if self.training and self.dropout > 0 and x.device.type == "cpu":
             out = _attention_with_dropout(q, k, v, key_padding_mask, self.dropout)
@@ -77,34 +77,6 @@ class MultiheadAttention(nn.Module):
             out = F.scaled_dot_product_attention(q, k, v, attn_mask=allowed,
                                                  dropout_p=self.dropout if self.training else 0.0)
         return self.out_proj(out.permute(2, 0, 1, 3).reshape(tsz, bsz, dim))
-
-
-class _StackedLinear(torch.autograd.Function):
-    """`F.linear(x, cat(weights), cat(biases))`, saving the weights themselves for the backward rather than
-    their concatenation, which autograd would keep per layer (a (3C, C) copy: 85 MB at BASE in fp32).
-
-    Under autocast the forward's matmul runs in the autocast dtype; the backward computes in the gradient's
-    dtype and casts each gradient back to its input's, as autocast's own casts would."""
-
-    @staticmethod
-    def forward(ctx, x: torch.Tensor, *params: torch.Tensor) -> torch.Tensor:  # type: ignore[override]
-        weights, biases = params[: len(params) // 2], params[len(params) // 2:]
-        ctx.save_for_backward(x, *weights)
-        return F.linear(x, torch.cat(weights), torch.cat(biases))
-
-    @staticmethod
-    def backward(ctx, grad: torch.Tensor):  # type: ignore[override]
-        x, *weights = ctx.saved_tensors
-        count, needs = len(weights), ctx.needs_input_grad
-        grad_x = (grad @ torch.cat(weights).to(grad.dtype)).to(x.dtype) if needs[0] else None
-        flat, rows = grad.reshape(-1, grad.size(-1)), [w.size(0) for w in weights]  # (T * B, 3C)
-        grad_w = grad_b = (None,) * count
-        if any(needs[1: 1 + count]):
-            stacked = flat.t() @ x.reshape(-1, x.size(-1)).to(grad.dtype)
-            grad_w = tuple(g.to(w.dtype) for g, w in zip(stacked.split(rows), weights))
-        if any(needs[1 + count:]):
-            grad_b = tuple(g.to(w.dtype) for g, w in zip(flat.sum(0).split(rows), weights))
-        return (grad_x, *grad_w, *grad_b)
 
 
 def _attention_with_dropout(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, key_padding_mask: Optional[torch.Tensor],
@@ -136,7 +108,7 @@ class TransformerSentenceEncoderLayer(nn.Module):
         self.final_layer_norm = nn.LayerNorm(dim)
 
     def _ffn(self, x: torch.Tensor) -> torch.Tensor:
-        return self.fc2(self.dropout2(F.gelu(self.fc1(x))))
+        return gelu_dropout_linear(self.fc1(x), self.dropout2.p if self.training else 0.0, self.fc2)
 
     def forward(self, x: torch.Tensor, padding_mask: Optional[torch.Tensor]) -> LayerResult:
         if self.layer_norm_first:
