@@ -7,11 +7,11 @@ Wav2Vec2ForPreTraining and fairseq's Wav2VecCtc / Wav2Vec2Model with the same co
     PYTHONPATH=. python benchmarks/bench_step.py --quick          # a small smoke run (no meaningful timing)
 
 Every measurement runs in a fresh process (ours and theirs alternate, the order flipping each round):
-one step under torch.utils.flop_counter (on SDPA's math kernel, whose matmuls it counts; also the first
-warm-up; eager even with --compile), `--warmup` more, then `--steps` timed ones (with --compile, warm up 3
-or more: the second compiled call recompiles for dynamic shapes). Each process also times a square fp32
-(or --dtype) matmul, the peak MFU is measured against. Peak RSS is the process's high-water mark over the
-steps after the counted one (model building excluded).
+`--warmup` untimed steps (with --compile, 3 or more: the second compiled call recompiles for dynamic
+shapes), `--steps` timed ones, then one step under torch.utils.flop_counter (on SDPA's math kernel, whose
+matmuls it counts; eager even with --compile). Each process also times a square fp32 (or --dtype) matmul,
+the peak MFU is measured against. Peak RSS is the process's high-water mark over the timed steps (the
+mark is reset after the warm-up).
 Results go to benchmarks/results/step-*.json and a table is printed.
 """
 
@@ -100,18 +100,13 @@ def worker(spec: Dict[str, Any]) -> Dict[str, Any]:
     batch = step_models.make_batch(spec["batch"], spec["seconds"], spec["mixed"])
     step = step_models.make_step(spec["impl"], spec["task"], model, batch, device, dtype)
     cuda = device.type == "cuda"
-    # FlopCounterMode has no formula for SDPA's CPU flash kernels (it counts them as 0 FLOPs): count a step
-    # on the math kernel, whose matmuls it sees, and measure memory from the next step on
-    with sdpa_kernel([SDPBackend.MATH]), FlopCounterMode(display=False) as counter:
-        step()
-    flops = counter.get_total_flops()
-    rss_reset = _reset_peak_rss()
-    if cuda:
-        torch.cuda.reset_peak_memory_stats(device)
-    if spec["compile"]:  # after the count, which runs eagerly; the warm-up steps then include the compilation
+    if spec["compile"]:
         model.compile()
     for _ in range(spec["warmup"]):
         step()
+    rss_reset = _reset_peak_rss()
+    if cuda:
+        torch.cuda.reset_peak_memory_stats(device)
     times, losses = [], []
     for _ in range(spec["steps"]):
         synchronize(device)
@@ -119,13 +114,23 @@ def worker(spec: Dict[str, Any]) -> Dict[str, Any]:
         losses.append(step())
         synchronize(device)
         times.append(time.perf_counter() - start)
+    peak_rss = _peak_rss_bytes()
+    peak_device = torch.cuda.max_memory_allocated(device) if cuda else None
+    # Counted after the timed steps, so that what its kernel allocates stays out of the peak (glibc keeps freed
+    # memory, and the high-water mark starts from what the process holds). FlopCounterMode has no formula for
+    # SDPA's CPU flash kernels (it counts them as 0 FLOPs): the count runs on the math kernel, whose matmuls it
+    # sees, and eagerly.
+    with torch.compiler.set_stance("force_eager"), sdpa_kernel([SDPBackend.MATH]), \
+            FlopCounterMode(display=False) as counter:
+        step()
+    flops = counter.get_total_flops()
     result = {**spec, "times": times, "losses": losses, "flops": flops, "matmul_peak": peak,
               "audio_seconds": batch.seconds, "padded_seconds": batch.padded_seconds,
-              "peak_rss": _peak_rss_bytes(), "rss_reset": rss_reset,
+              "peak_rss": peak_rss, "rss_reset": rss_reset,
               "parameters": sum(p.numel() for p in model.parameters()),
               "trainable": sum(p.numel() for p in model.parameters() if p.grad is not None)}  # got a gradient
     if cuda:
-        result["peak_device_memory"] = torch.cuda.max_memory_allocated(device)
+        result["peak_device_memory"] = peak_device
     if spec["profile"]:
         result["profile"] = profile_step(step, spec["profile"])
     return result
@@ -199,7 +204,7 @@ def parse_args(argv: List[str]) -> argparse.Namespace:
     p.add_argument("--threads", nargs="+", type=int, default=[1, 2])
     p.add_argument("--batch", type=int, default=2, help="utterances per batch")
     p.add_argument("--seconds", type=float, default=15.0, help="longest utterance, seconds")
-    p.add_argument("--warmup", type=int, default=1, help="untimed steps after the FLOP-counting one")
+    p.add_argument("--warmup", type=int, default=2, help="untimed steps before the timed ones")
     p.add_argument("--steps", type=int, default=3, help="timed steps per process")
     p.add_argument("--rounds", type=int, default=1, help="processes per case and implementation")
     p.add_argument("--device", default="cpu")
