@@ -170,6 +170,7 @@ def summarize(runs: List[Dict[str, Any]]) -> Dict[str, Any]:
             "audio_s_per_s_median": first["audio_seconds"] / median, "flops": first["flops"],
             "achieved_flops_best": first["flops"] / best, "matmul_peak": peak, "mfu_best": first["flops"] / best / peak,
             "peak_rss_gb": max(run["peak_rss"] for run in runs) / 1e9,
+            "peak_rss_gb_each_run": [run["peak_rss"] / 1e9 for run in runs],
             "peak_rss_gb_per_audio_s": max(run["peak_rss"] for run in runs) / 1e9 / first["audio_seconds"],
             "peak_device_memory_gb": max(run.get("peak_device_memory", 0) for run in runs) / 1e9,
             "losses": [run["losses"] for run in runs], "timed_steps": len(times),
