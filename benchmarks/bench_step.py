@@ -149,11 +149,11 @@ def profile_step(step: Any, top: int) -> List[Dict[str, Any]]:
              "calls": e.count} for e in ranked]
 
 
-def run_worker(spec: Dict[str, Any], python: str) -> Dict[str, Any]:
-    """Run `spec` in a fresh process of `python`; its last stdout line is the JSON result."""
+def run_worker(spec: Dict[str, Any], python: str, script: Path = Path(__file__).resolve()) -> Dict[str, Any]:
+    """Run `spec` in a fresh process of `python` (`script --worker`); its last stdout line is the JSON result."""
     env = {**os.environ, "PYTHONPATH": os.pathsep.join(filter(None, [str(ROOT), os.environ.get("PYTHONPATH")])),
            "OMP_NUM_THREADS": str(spec["threads"]), "MKL_NUM_THREADS": str(spec["threads"])}
-    done = subprocess.run([python, str(Path(__file__).resolve()), "--worker", json.dumps(spec)],
+    done = subprocess.run([python, str(script), "--worker", json.dumps(spec)],
                           env=env, capture_output=True, text=True)
     if done.returncode != 0:
         raise SystemExit(f"worker {spec['impl']} {spec['task']} failed:\n{done.stderr[-4000:]}")

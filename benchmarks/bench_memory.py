@@ -1,0 +1,130 @@
+"""Where a training step's memory peaks: RSS sampled every 5 ms through forward, backward and optimizer of each
+step, and the most the step's own tensors add up to (torch.profiler's allocation records), ours against
+transformers, each in a fresh process (the same models and batch as bench_step.py).
+
+    PYTHONPATH=. python benchmarks/bench_memory.py --tasks ctc --impls ours hf --steps 4
+
+The RSS peak is what the machine must have, and it is more than the tensors alive at any moment: glibc keeps
+freed memory in the heap for the next allocation, so the next step's forward starts from the last step's high
+level, and buffers above its mmap threshold (up to 32 MB) come on top of that.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+import tempfile
+import threading
+import time
+from pathlib import Path
+from typing import Any, Dict, List
+
+HERE = Path(__file__).resolve().parent
+sys.path.insert(0, str(HERE))
+
+from bench_step import run_worker  # noqa: E402
+
+
+def _rss() -> int:
+    with open("/proc/self/statm") as f:
+        return int(f.read().split()[1]) * 4096
+
+
+def _step_tensor_peak(step: Any) -> int:
+    """Bytes the step's own allocations reach at their highest (freed ones subtracted), from the profiler's
+    allocation records ("Total Allocated" in its trace)."""
+    from torch.profiler import ProfilerActivity, profile
+
+    with profile(activities=[ProfilerActivity.CPU], profile_memory=True) as prof:
+        step()
+    with tempfile.TemporaryDirectory() as folder:
+        trace = Path(folder) / "trace.json"
+        prof.export_chrome_trace(str(trace))
+        events = json.loads(trace.read_text())["traceEvents"]
+    return max((e["args"]["Total Allocated"] for e in events if e.get("name") == "[memory]"), default=0)
+
+
+def worker(spec: Dict[str, Any]) -> Dict[str, Any]:
+    """Build, warm up one step, then sample RSS over `steps` steps split at backward's start and end."""
+    import torch
+
+    import step_models
+
+    torch.set_num_threads(spec["threads"])
+    ours = step_models.build_ours(spec["size"], spec["task"], {})
+    model = step_models.build_hf(ours, spec["task"], "sdpa") if spec["impl"] == "hf" else ours
+    del ours
+    batch = step_models.make_batch(spec["batch"], spec["seconds"], mixed=True)
+    step = step_models.make_step(spec["impl"], spec["task"], model, batch, torch.device("cpu"), None)
+    marks: List[float] = []
+    backward = torch.Tensor.backward
+
+    def timed_backward(self, *args, **kwargs):  # marks the forward/backward and backward/optimizer borders
+        marks.append(time.perf_counter())
+        backward(self, *args, **kwargs)
+        marks.append(time.perf_counter())
+
+    torch.Tensor.backward = timed_backward
+    step()
+    samples, done = [], threading.Event()
+
+    def sample() -> None:
+        while not done.is_set():
+            samples.append((time.perf_counter(), _rss()))
+            time.sleep(0.005)
+
+    sampler = threading.Thread(target=sample)
+    sampler.start()
+    phases = []
+    for _ in range(spec["steps"]):
+        marks.clear()
+        start = time.perf_counter()
+        step()
+        end = time.perf_counter()
+        bounds = [start, marks[0], marks[1], end]
+        phases.append([max((r for t, r in samples if lo <= t <= hi), default=float("nan")) / 1e9
+                       for lo, hi in zip(bounds, bounds[1:])])
+    done.set()
+    sampler.join()
+    torch.Tensor.backward = backward
+    return {**spec, "phases_gb": phases, "peak_gb": max(gb for p in phases for gb in p if gb == gb),
+            "step_tensor_peak_gb": _step_tensor_peak(step) / 1e9, "audio_seconds": batch.seconds}
+
+
+def main(argv: List[str]) -> None:
+    """One fresh process per task and implementation; prints the peak per phase and step, writes JSON."""
+    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    p.add_argument("--size", choices=("base", "small"), default="base")
+    p.add_argument("--tasks", nargs="+", choices=("ctc", "pretrain"), default=["ctc"])
+    p.add_argument("--impls", nargs="+", choices=("ours", "hf"), default=["ours", "hf"])
+    p.add_argument("--threads", type=int, default=2)
+    p.add_argument("--batch", type=int, default=2)
+    p.add_argument("--seconds", type=float, default=15.0)
+    p.add_argument("--steps", type=int, default=4)
+    p.add_argument("--output", type=Path, default=HERE / "results" / "memory.json")
+    p.add_argument("--worker", help=argparse.SUPPRESS)
+    args = p.parse_args(argv)
+    if args.worker:
+        print(json.dumps(worker(json.loads(args.worker))))
+        return
+    runs = []
+    for task in args.tasks:
+        for impl in args.impls:
+            spec = dict(task=task, impl=impl, size=args.size, threads=args.threads, batch=args.batch,
+                        seconds=args.seconds, steps=args.steps)
+            run = run_worker(spec, sys.executable, script=Path(__file__).resolve())
+            runs.append(run)
+            steps = "  ".join("/".join(f"{gb:.2f}" for gb in phase) for phase in run["phases_gb"])
+            print(f"{task} {args.size} {impl:4}  peak RSS {run['peak_gb']:.2f} GB  step's tensors at most "
+                  f"{run['step_tensor_peak_gb']:.2f} GB  forward/backward/optimizer per step: {steps}")
+    sys.path.insert(0, str(HERE.parent))
+    from w2v2.fileio import write_text_atomically
+
+    args.output.parent.mkdir(parents=True, exist_ok=True)
+    write_text_atomically(args.output, json.dumps({"argv": argv, "runs": runs}, indent=1) + "\n")
+    print(f"wrote {args.output}")
+
+
+if __name__ == "__main__":
+    main(sys.argv[1:])
