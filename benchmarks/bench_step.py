@@ -85,6 +85,10 @@ def worker(spec: Dict[str, Any]) -> Dict[str, Any]:
     import step_models
 
     torch.set_num_threads(spec["threads"])
+    if spec["keep_freed_memory"]:
+        from w2v2.devices import keep_freed_cpu_memory
+
+        spec["keep_freed_memory"] = keep_freed_cpu_memory()  # False where glibc or the environment says no
     device = torch.device(spec["device"])
     dtype = getattr(torch, DTYPES[spec["dtype"]]) if DTYPES[spec["dtype"]] else None
     peak = matmul_peak(device, dtype or torch.float32, spec["matmul_n"])
@@ -214,6 +218,9 @@ def parse_args(argv: List[str]) -> argparse.Namespace:
     p.add_argument("--compile", action="store_true", help="torch.compile both models (nn.Module.compile)")
     p.add_argument("--option", action="append", default=[], metavar="KEY=JSON",
                    help="extra model key for our model, e.g. checkpoint_activations=true")
+    p.add_argument("--keep-freed-memory", action="store_true",
+                   help="every implementation's process keeps freed memory as our trainer does on the CPU "
+                        "(w2v2.devices.keep_freed_cpu_memory)")
     p.add_argument("--profile", type=int, default=0, metavar="N", help="profile one more step, keep the top N ops")
     p.add_argument("--matmul-n", type=int, default=2048)
     p.add_argument("--output", type=Path, default=None, help="JSON file (default benchmarks/results/step-*.json)")
@@ -248,7 +255,8 @@ def main(argv: List[str]) -> None:
                                            seconds=args.seconds, mixed=kind == "mixed", warmup=args.warmup,
                                            steps=args.steps, device=args.device, dtype=args.dtype,
                                            attention=args.attention, compile=args.compile, options=options,
-                                           profile=args.profile, matmul_n=args.matmul_n)})
+                                           profile=args.profile, matmul_n=args.matmul_n,
+                                           keep_freed_memory=args.keep_freed_memory)})
     for round_index in range(args.rounds):
         order = args.impls if round_index % 2 == 0 else args.impls[::-1]
         for case in cases:

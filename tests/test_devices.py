@@ -3,6 +3,9 @@
 from __future__ import annotations
 
 import logging
+import platform
+import subprocess
+import sys
 from types import SimpleNamespace
 
 import pytest
@@ -187,3 +190,37 @@ def test_amp_trains_as_fp16_does_and_validates_in_fp32():
         devices.precision(gpu, bf16=True, amp=True)
     with pytest.raises(W2v2Error, match="`common.amp` needs a GPU or NPU"):
         devices.precision(torch.device("cpu"), amp=True)
+
+
+class _RecordingLibc:
+    """Stands in for glibc: records mallopt(parameter, value) and accepts it, as glibc returns 1."""
+
+    def __init__(self) -> None:
+        self.calls: list = []
+
+    def mallopt(self, parameter: int, value: int) -> int:
+        self.calls.append((parameter, value))
+        return 1
+
+
+def test_keep_freed_cpu_memory_sets_the_mmap_and_trim_thresholds():
+    libc = _RecordingLibc()
+    assert devices.keep_freed_cpu_memory({}, libc) is True
+    # M_MMAP_THRESHOLD (-3) above any buffer of a step, M_TRIM_THRESHOLD (-1) at a C int's largest value
+    assert libc.calls == [(-3, 1 << 30), (-1, 2**31 - 1)]
+
+
+@pytest.mark.parametrize("env", [{"MALLOC_TRIM_THRESHOLD_": "131072"}, {"MALLOC_MMAP_THRESHOLD_": "65536"},
+                                 {"GLIBC_TUNABLES": "glibc.malloc.mmap_threshold=65536"}])
+def test_keep_freed_cpu_memory_leaves_a_users_malloc_settings_alone(env):
+    libc = _RecordingLibc()
+    assert devices.keep_freed_cpu_memory(env, libc) is False and libc.calls == []
+    assert devices.keep_freed_cpu_memory({"GLIBC_TUNABLES": "glibc.cpu.hwcaps=-AVX2"}, libc) is True
+
+
+@pytest.mark.skipif(platform.libc_ver()[0] != "glibc", reason="glibc's mallopt exists only where glibc is the C library")
+def test_keep_freed_cpu_memory_takes_effect_in_a_glibc_process():
+    code = ("import os, sys; from w2v2 import devices; "
+            "env = {k: v for k, v in os.environ.items() if not k.startswith('MALLOC_')}; "
+            "sys.exit(0 if devices.keep_freed_cpu_memory(env) else 3)")
+    assert subprocess.run([sys.executable, "-c", code]).returncode == 0

@@ -112,10 +112,14 @@ def run_of(manifest: Path, run_dir: Path, *overrides: str) -> loop.TrainingRun:
 def test_cpu_forces_the_cpu_over_the_requested_device(tiny_manifest, monkeypatch):
     monkeypatch.setenv("W2V2_DEVICE", "cuda")
     monkeypatch.delenv("W2V2_MATMUL_PRECISION", raising=False)
-    monkeypatch.setattr(setup.devices, "pick_device", lambda requested, rank: requested)
+    monkeypatch.setattr(setup.devices, "pick_device", lambda requested, rank: torch.device(requested))
+    kept = []
+    monkeypatch.setattr(setup.devices, "keep_freed_cpu_memory", lambda: kept.append(True) or True)
     info = ProcessInfo(0, 0, 1, 1)
-    assert setup.choose_device(pretraining(tiny_manifest, "common.cpu=true"), info) == "cpu"
-    assert setup.choose_device(pretraining(tiny_manifest, "common.cpu=false"), info) == "cuda"
+    assert setup.choose_device(pretraining(tiny_manifest, "common.cpu=true"), info) == torch.device("cpu")
+    assert kept == [True]  # glibc keeps freed memory, on the CPU only
+    assert setup.choose_device(pretraining(tiny_manifest, "common.cpu=false"), info) == torch.device("cuda")
+    assert kept == [True]
 
 
 def test_bf16_trains_under_bfloat16_autocast(tiny_manifest, tmp_path):

@@ -73,11 +73,15 @@ def seed_everything(seed: int) -> None:
 def choose_device(cfg: TrainConfig, info: ProcessInfo) -> torch.device:
     """`common.cpu` forces the CPU; otherwise `W2V2_DEVICE` (default: the best accelerator), one per
     local rank. `W2V2_MATMUL_PRECISION` (or the Ascend fork's `ALLOW_FP32` / `ALLOW_HF32`) = fp32 / hf32
-    sets TF32 (CUDA) or HF32 (NPU) as `devices.set_matmul_precision` says."""
+    sets TF32 (CUDA) or HF32 (NPU) as `devices.set_matmul_precision` says. On the CPU, glibc is told to keep
+    freed memory (`devices.keep_freed_cpu_memory`)."""
     requested = "cpu" if cfg.common.cpu else os.environ.get("W2V2_DEVICE", "auto")
     mode = devices.matmul_mode(os.environ)
     device = devices.pick_device(requested, info.local_rank)
     devices.set_matmul_precision(device, mode)
+    if devices.kind(device) == "cpu" and devices.keep_freed_cpu_memory():
+        logger.info("glibc keeps freed memory for reuse (mmap threshold 1 GiB, no trimming): CPU steps without page "
+                    "faults on new buffers; set any MALLOC_*_ variable to keep glibc's defaults")
     return device
 
 
