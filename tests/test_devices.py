@@ -211,7 +211,8 @@ def test_keep_freed_cpu_memory_sets_the_mmap_and_trim_thresholds():
 
 
 @pytest.mark.parametrize("env", [{"MALLOC_TRIM_THRESHOLD_": "131072"}, {"MALLOC_MMAP_THRESHOLD_": "65536"},
-                                 {"GLIBC_TUNABLES": "glibc.malloc.mmap_threshold=65536"}])
+                                 {"GLIBC_TUNABLES": "glibc.malloc.mmap_threshold=65536"},
+                                 {"W2V2_KEEP_FREED_MEMORY": "0"}])
 def test_keep_freed_cpu_memory_leaves_a_users_malloc_settings_alone(env):
     libc = _RecordingLibc()
     assert devices.keep_freed_cpu_memory(env, libc) is False and libc.calls == []

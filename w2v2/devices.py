@@ -322,9 +322,10 @@ def keep_freed_cpu_memory(env: Mapping[str, str] = os.environ, libc: Optional[An
     zero-filled by page faults on first touch, which made a BASE pretraining step on 2 cores 1.6x slower. The
     peak RSS stays about the same, but memory a step freed is not given back until the process ends. Left
     alone when the environment already sets glibc's malloc (`MALLOC_*_` variables, `glibc.malloc.*` in
-    `GLIBC_TUNABLES`), and where the C library is not glibc."""
+    `GLIBC_TUNABLES`), with `W2V2_KEEP_FREED_MEMORY=0`, and where the C library is not glibc."""
     tunables = env.get("GLIBC_TUNABLES", "")
-    if any(key.startswith("MALLOC_") and key.endswith("_") for key in env) or "glibc.malloc." in tunables:
+    if env.get("W2V2_KEEP_FREED_MEMORY", "1") == "0" or "glibc.malloc." in tunables or any(
+            key.startswith("MALLOC_") and key.endswith("_") for key in env):
         return False
     libc = libc if libc is not None else _glibc()
     if libc is None:

@@ -81,7 +81,7 @@ def choose_device(cfg: TrainConfig, info: ProcessInfo) -> torch.device:
     devices.set_matmul_precision(device, mode)
     if devices.kind(device) == "cpu" and devices.keep_freed_cpu_memory():
         logger.info("glibc keeps freed memory for reuse (mmap threshold 1 GiB, no trimming): CPU steps without page "
-                    "faults on new buffers; set any MALLOC_*_ variable to keep glibc's defaults")
+                    "faults on new buffers; W2V2_KEEP_FREED_MEMORY=0 keeps glibc's defaults")
     return device
 
 
