@@ -219,7 +219,7 @@ def test_keep_freed_cpu_memory_leaves_a_users_malloc_settings_alone(env):
     assert devices.keep_freed_cpu_memory({"GLIBC_TUNABLES": "glibc.cpu.hwcaps=-AVX2"}, libc) is True
 
 
-@pytest.mark.skipif(platform.libc_ver()[0] != "glibc", reason="glibc's mallopt exists only where glibc is the C library")
+@pytest.mark.skipif(platform.libc_ver()[0] != "glibc", reason="mallopt is glibc's")
 def test_keep_freed_cpu_memory_takes_effect_in_a_glibc_process():
     code = ("import os, sys; from w2v2 import devices; "
             "env = {k: v for k, v in os.environ.items() if not k.startswith('MALLOC_')}; "
