@@ -32,6 +32,11 @@ def keep_mask(shape: torch.Size, p: float, generator: Optional[torch.Generator] 
     return words.view(torch.int16)[:numel].view(shape) >= round(p * LEVELS) - LEVELS // 2
 
 
+def apply_keep(x: torch.Tensor, keep: torch.Tensor, p: float) -> torch.Tensor:
+    """x where `keep`, else 0, scaled by 1 / (1 - p): dropout with a given mask (and its gradient)."""
+    return torch.where(keep, x, 0.0).mul_(1.0 / (1.0 - p))
+
+
 def seeded_keep_mask(shape: torch.Size, p: float, seed: int) -> torch.Tensor:
     """`keep_mask` from a generator seeded with `seed`: the same mask again for the same seed, which a
     backward can redraw instead of keeping it."""
@@ -45,13 +50,13 @@ class _CpuDropout(torch.autograd.Function):
     def forward(ctx, x: torch.Tensor, p: float) -> torch.Tensor:  # type: ignore[override]
         keep = keep_mask(x.shape, p)
         ctx.save_for_backward(keep)
-        ctx.scale = 1.0 / (1.0 - p)
-        return torch.where(keep, x, 0.0).mul_(ctx.scale)
+        ctx.p = p
+        return apply_keep(x, keep, p)
 
     @staticmethod
     def backward(ctx, grad: torch.Tensor):  # type: ignore[override]
         (keep,) = ctx.saved_tensors
-        return torch.where(keep, grad, 0.0).mul_(ctx.scale), None
+        return apply_keep(grad, keep, ctx.p), None
 
 
 class Dropout(nn.Dropout):

@@ -11,7 +11,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from w2v2.models.dropout import dropout, seeded_keep_mask
+from w2v2.models.dropout import apply_keep, dropout, seeded_keep_mask
 
 
 def stacked_linear(x: torch.Tensor, *layers: nn.Linear) -> torch.Tensor:
@@ -62,12 +62,10 @@ def gelu_dropout_linear(h: torch.Tensor, p: float, layer: nn.Linear) -> torch.Te
     return _GeluDropoutLinear.apply(h, p, seed, layer.weight, layer.bias)
 
 
-def _dropped_gelu(h: torch.Tensor, p: float, seed: Optional[int]) -> torch.Tensor:
-    """dropout(gelu(h)) with the mask of `seed`."""
+def _dropped_gelu(h: torch.Tensor, p: float, keep: Optional[torch.Tensor]) -> torch.Tensor:
+    """dropout(gelu(h)) with the mask `keep` (None: no dropout)."""
     out = F.gelu(h)
-    if seed is None:
-        return out
-    return torch.where(seeded_keep_mask(h.shape, p, seed), out, 0.0).mul_(1.0 / (1.0 - p))
+    return out if keep is None else apply_keep(out, keep, p)
 
 
 class _GeluDropoutLinear(torch.autograd.Function):
@@ -76,22 +74,22 @@ class _GeluDropoutLinear(torch.autograd.Function):
                 bias: Optional[torch.Tensor]) -> torch.Tensor:
         ctx.p, ctx.seed, ctx.has_bias = p, seed, bias is not None
         ctx.save_for_backward(h, weight)
-        return F.linear(_dropped_gelu(h, p, seed), weight, bias)
+        keep = None if seed is None else seeded_keep_mask(h.shape, p, seed)
+        return F.linear(_dropped_gelu(h, p, keep), weight, bias)
 
     @staticmethod
     def backward(ctx, grad: torch.Tensor):  # type: ignore[override]
         h, weight = ctx.saved_tensors
+        keep = None if ctx.seed is None else seeded_keep_mask(h.shape, ctx.p, ctx.seed)  # drawn once, used twice
         flat = grad.reshape(-1, grad.size(-1))  # (T * B, C)
-        grad_w = grad_b = None
+        grad_w = grad_b = grad_h = None
         if ctx.needs_input_grad[3]:
-            grad_w = flat.t() @ _dropped_gelu(h, ctx.p, ctx.seed).reshape(-1, h.size(-1))
+            grad_w = flat.t() @ _dropped_gelu(h, ctx.p, keep).reshape(-1, h.size(-1))
         if ctx.has_bias and ctx.needs_input_grad[4]:
             grad_b = flat.sum(0)
-        grad_h = None
         if ctx.needs_input_grad[0]:
             grad_a = grad @ weight
-            if ctx.seed is not None:
-                keep = seeded_keep_mask(h.shape, ctx.p, ctx.seed)
-                grad_a = torch.where(keep, grad_a, 0.0).mul_(1.0 / (1.0 - ctx.p))
+            if keep is not None:
+                grad_a = apply_keep(grad_a, keep, ctx.p)
             grad_h = torch.ops.aten.gelu_backward(grad_a, h)
         return grad_h, None, None, grad_w, grad_b

@@ -80,8 +80,8 @@ def choose_device(cfg: TrainConfig, info: ProcessInfo) -> torch.device:
     device = devices.pick_device(requested, info.local_rank)
     devices.set_matmul_precision(device, mode)
     if devices.kind(device) == "cpu" and devices.keep_freed_cpu_memory():
-        logger.info("glibc keeps freed memory for reuse (mmap threshold 1 GiB, no trimming): CPU steps without page "
-                    "faults on new buffers; W2V2_KEEP_FREED_MEMORY=0 keeps glibc's defaults")
+        logger.info("glibc keeps freed memory for reuse (mmap threshold 1 GiB, trim threshold 2 GiB): CPU steps "
+                    "without page faults on new buffers; W2V2_KEEP_FREED_MEMORY=0 keeps glibc's defaults")
     return device
 
 
