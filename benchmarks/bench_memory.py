@@ -2,17 +2,22 @@
 step, and the most the step's own tensors add up to (torch.profiler's allocation records), ours against
 transformers, each in a fresh process (the same models and batch as bench_step.py).
 
-    PYTHONPATH=. python benchmarks/bench_memory.py --tasks ctc --impls ours hf --steps 4
+    PYTHONPATH=. python benchmarks/bench_memory.py --tasks ctc --impls ours hf --steps 4 [--malloc return-freed]
 
 The RSS peak is what the machine must have, and it is more than the tensors alive at any moment: glibc keeps
 freed memory in the heap for the next allocation, so the next step's forward starts from the last step's high
-level, and buffers above its mmap threshold (up to 32 MB) come on top of that.
+level, and buffers above its mmap threshold (up to 32 MB) come on top of that. How much more varies from run
+to run by ~0.2 GB (it depends on the order the two threads free in). `--malloc` sets glibc the same way for
+every implementation: `default` leaves it alone; `return-freed` maps every buffer of 4 MB or more on its own,
+so it goes back to the system when freed and the peak follows the live tensors (slower: each new buffer is
+faulted in); `keep-freed` is what w2v2's CPU training sets (`w2v2.devices.keep_freed_cpu_memory`).
 """
 
 from __future__ import annotations
 
 import argparse
 import json
+import os
 import sys
 import tempfile
 import threading
@@ -20,6 +25,8 @@ import time
 from pathlib import Path
 from typing import Any, Dict, List
 
+# glibc reads this at start-up; buffers of at least this many bytes are mapped (and unmapped) on their own
+RETURN_FREED_ENV = {"MALLOC_MMAP_THRESHOLD_": str(4 << 20)}
 HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE))
 
@@ -52,6 +59,12 @@ def worker(spec: Dict[str, Any]) -> Dict[str, Any]:
     import step_models
 
     torch.set_num_threads(spec["threads"])
+    if spec["malloc"] == "keep-freed":
+        sys.path.insert(0, str(HERE.parent))
+        from w2v2.devices import keep_freed_cpu_memory
+
+        if not keep_freed_cpu_memory():
+            raise SystemExit("--malloc keep-freed: glibc or the environment said no (see keep_freed_cpu_memory)")
     ours = step_models.build_ours(spec["size"], spec["task"], {})
     model = step_models.build_hf(ours, spec["task"], "sdpa") if spec["impl"] == "hf" else ours
     del ours
@@ -102,17 +115,21 @@ def main(argv: List[str]) -> None:
     p.add_argument("--batch", type=int, default=2)
     p.add_argument("--seconds", type=float, default=15.0)
     p.add_argument("--steps", type=int, default=4)
+    p.add_argument("--malloc", choices=("default", "return-freed", "keep-freed"), default="default",
+                   help="how glibc treats freed memory, the same in every process (see the module's docstring)")
     p.add_argument("--output", type=Path, default=HERE / "results" / "memory.json")
     p.add_argument("--worker", help=argparse.SUPPRESS)
     args = p.parse_args(argv)
     if args.worker:
         print(json.dumps(worker(json.loads(args.worker))))
         return
+    if args.malloc == "return-freed":
+        os.environ.update(RETURN_FREED_ENV)  # the workers inherit it
     runs = []
     for task in args.tasks:
         for impl in args.impls:
             spec = dict(task=task, impl=impl, size=args.size, threads=args.threads, batch=args.batch,
-                        seconds=args.seconds, steps=args.steps)
+                        seconds=args.seconds, steps=args.steps, malloc=args.malloc)
             run = run_worker(spec, sys.executable, script=Path(__file__).resolve())
             runs.append(run)
             steps = "  ".join("/".join(f"{gb:.2f}" for gb in phase) for phase in run["phases_gb"])

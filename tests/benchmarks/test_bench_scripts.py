@@ -52,11 +52,13 @@ def test_bench_train_quick_reports_the_loop_numbers(tmp_path):
     assert 0 <= report["padding_fraction"] < 1 and 0 <= report["data_wait_share"] < 1
 
 
-def test_bench_memory_reports_each_phase_of_each_step(tmp_path):
+@pytest.mark.parametrize("malloc", ["default", "return-freed", "keep-freed"])
+def test_bench_memory_reports_each_phase_of_each_step(tmp_path, malloc):
     output = tmp_path / "memory.json"
     printed = _run("bench_memory.py", "--size", "small", "--seconds", "1", "--steps", "2", "--impls", "ours",
-                   "--output", str(output))
+                   "--malloc", malloc, "--output", str(output))
     (run,) = json.loads(output.read_text())["runs"]
+    assert run["malloc"] == malloc
     assert len(run["phases_gb"]) == 2 and all(len(phase) == 3 for phase in run["phases_gb"])
     # the step's own tensors are part of what the process holds
     assert 0 < run["step_tensor_peak_gb"] < run["peak_gb"]

@@ -10,8 +10,9 @@ import torch.nn.functional as F
 from torch import nn
 
 from w2v2.models.dropout import seeded_keep_mask
-from w2v2.models.lean_autograd import gelu_dropout_linear
-from w2v2.models.transformer import MultiheadAttention
+from w2v2.models.lean_autograd import LeanLayerNorm, gelu_dropout_linear
+from w2v2.models.transformer import MultiheadAttention, TransformerSentenceEncoderLayer
+from w2v2.models.config import Wav2Vec2Config
 
 
 def _saved(fn) -> List[torch.Tensor]:
@@ -108,3 +109,72 @@ def test_gelu_dropout_linear_passes_gradcheck_and_steps_aside_under_autocast_and
         assert gelu_dropout_linear(h, 0.0, fp32).dtype == torch.bfloat16  # autocast: the plain ops
     with torch.no_grad():
         assert torch.allclose(gelu_dropout_linear(h, 0.0, fp32), fp32(F.gelu(h)))
+
+
+def _layer_norms(weight_range=(0.2, 1.5), bias_range=(-2.0, 2.0), size=64):
+    """A LeanLayerNorm and a torch LayerNorm with the same random affine parameters."""
+    lean = LeanLayerNorm(size)
+    with torch.no_grad():
+        lean.weight.uniform_(*weight_range)
+        lean.bias.uniform_(*bias_range)
+    plain = nn.LayerNorm(size)
+    plain.load_state_dict(lean.state_dict())
+    return lean, plain
+
+
+def _norm_gradients(norm: nn.Module, x: torch.Tensor, grad: torch.Tensor) -> List[torch.Tensor]:
+    x = x.clone().requires_grad_()
+    norm.zero_grad()
+    (norm(x) * grad).sum().backward()
+    return [x.grad, norm.weight.grad, norm.bias.grad]
+
+
+def test_lean_layer_norm_has_torchs_values_and_gradients_and_keeps_its_output_not_its_input():
+    torch.manual_seed(0)
+    lean, plain = _layer_norms()
+    x = torch.randn(30, 2, 64) * 4 + 3
+    grad = torch.randn(30, 2, 64)
+    assert torch.equal(lean(x), plain(x))
+    for mine, theirs in zip(_norm_gradients(lean, x, grad), _norm_gradients(plain, x, grad)):
+        assert torch.allclose(mine, theirs, rtol=1e-5, atol=1e-6)
+    leaf = x.clone().requires_grad_()
+    *kept, out = _saved(lambda: lean(leaf))
+    storages = {t.untyped_storage().data_ptr() for t in kept}
+    assert out.untyped_storage().data_ptr() in storages
+    assert leaf.untyped_storage().data_ptr() not in storages
+
+
+def test_lean_layer_norm_passes_gradcheck():
+    torch.manual_seed(0)
+    lean, _ = _layer_norms(size=6)
+    lean = lean.double()
+    x = torch.randn(4, 6, dtype=torch.double, requires_grad=True)
+    assert torch.autograd.gradcheck(lambda x, w, b: lean(x), (x, lean.weight, lean.bias))
+
+
+@pytest.mark.parametrize("weight_range,bias_range", [((0.0, 0.0), (0.0, 0.1)), ((0.01, 0.01), (-3.0, 3.0))])
+def test_lean_layer_norm_falls_back_to_torchs_where_its_input_cannot_be_recovered(weight_range, bias_range):
+    torch.manual_seed(0)
+    lean, plain = _layer_norms(weight_range, bias_range)
+    x = torch.randn(5, 64, requires_grad=True)
+    out = lean(x)
+    assert "NativeLayerNorm" in type(out.grad_fn).__name__
+    grad = torch.randn(5, 64)
+    for mine, theirs in zip(_norm_gradients(lean, x.detach(), grad), _norm_gradients(plain, x.detach(), grad)):
+        assert torch.equal(mine, theirs)
+
+
+def test_transformer_layer_keeps_neither_layer_norms_input():
+    """Post-LN: the two layer norms' inputs (the residual sums) are not kept; their outputs are, once."""
+    torch.manual_seed(0)
+    cfg = Wav2Vec2Config(encoder_embed_dim=32, encoder_ffn_embed_dim=64, encoder_attention_heads=4,
+                         dropout=0.0, attention_dropout=0.0, activation_dropout=0.1)
+    layer = TransformerSentenceEncoderLayer(cfg).train()
+    x = torch.randn(9, 2, 32, requires_grad=True)
+    *kept, (out, _) = _saved(lambda: layer(x, None))
+    full = [t for t in kept if t.untyped_storage().nbytes() == x.untyped_storage().nbytes()]
+    storages = {t.untyped_storage().data_ptr() for t in full}
+    # the layer's input (kept by q/k/v), the attention output, and the two norms' outputs (the first is fc1's
+    # input, the second the next layer's q/k/v input); torch's layer norm would add both residual sums
+    assert len(storages) == 4
+    assert {x.untyped_storage().data_ptr(), out.untyped_storage().data_ptr()} <= storages

@@ -12,7 +12,7 @@ from torch.utils.checkpoint import checkpoint
 
 from w2v2.models.config import Wav2Vec2Config
 from w2v2.models.dropout import Dropout, dropout
-from w2v2.models.lean_autograd import gelu_dropout_linear, stacked_linear
+from w2v2.models.lean_autograd import LeanLayerNorm, gelu_dropout_linear, stacked_linear
 
 # (layer output (T, B, C), fc2 output before dropout and residual (T, B, C)) per layer
 LayerResult = Tuple[torch.Tensor, torch.Tensor]
@@ -102,10 +102,10 @@ class TransformerSentenceEncoderLayer(nn.Module):
         self.dropout1 = Dropout(cfg.dropout)
         self.dropout2 = Dropout(cfg.activation_dropout)
         self.dropout3 = Dropout(cfg.dropout)
-        self.self_attn_layer_norm = nn.LayerNorm(dim)
+        self.self_attn_layer_norm = LeanLayerNorm(dim)
         self.fc1 = nn.Linear(dim, cfg.encoder_ffn_embed_dim)
         self.fc2 = nn.Linear(cfg.encoder_ffn_embed_dim, dim)
-        self.final_layer_norm = nn.LayerNorm(dim)
+        self.final_layer_norm = LeanLayerNorm(dim)
 
     def _ffn(self, x: torch.Tensor) -> torch.Tensor:
         return gelu_dropout_linear(self.fc1(x), self.dropout2.p if self.training else 0.0, self.fc2)
@@ -140,7 +140,7 @@ class TransformerEncoder(nn.Module):
         )
         self.layers = nn.ModuleList(TransformerSentenceEncoderLayer(cfg) for _ in range(cfg.encoder_layers))
         self.layer_norm_first = cfg.layer_norm_first
-        self.layer_norm = nn.LayerNorm(cfg.encoder_embed_dim)
+        self.layer_norm = LeanLayerNorm(cfg.encoder_embed_dim)
         self.layerdrop = cfg.encoder_layerdrop
         self.checkpoint_activations = cfg.checkpoint_activations
         self.apply(init_bert_params)
