@@ -88,7 +88,7 @@ class _LayerNormFromOutput(torch.autograd.Function):
     @staticmethod
     def backward(ctx, grad: torch.Tensor):  # type: ignore[override]
         y, rstd, weight, bias = ctx.saved_tensors
-        x_hat = (y - bias) / weight
+        x_hat = (y - bias).div_(weight)
         # torch's fused backward on x_hat as if it were the input with mean 0 and rstd 1: its input gradient
         # then lacks only the factor rstd; the weight and bias gradients are already right.
         unit = torch.ones_like(rstd)
