@@ -60,7 +60,6 @@ def worker(spec: Dict[str, Any]) -> Dict[str, Any]:
 
     torch.set_num_threads(spec["threads"])
     if spec["malloc"] == "keep-freed":
-        sys.path.insert(0, str(HERE.parent))
         from w2v2.devices import keep_freed_cpu_memory
 
         if not keep_freed_cpu_memory():

@@ -9,10 +9,10 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from w2v2.models.config import Wav2Vec2Config
 from w2v2.models.dropout import seeded_keep_mask
 from w2v2.models.lean_autograd import LeanLayerNorm, gelu_dropout_linear
 from w2v2.models.transformer import MultiheadAttention, TransformerSentenceEncoderLayer
-from w2v2.models.config import Wav2Vec2Config
 
 
 def _saved(fn) -> List[torch.Tensor]:

@@ -15,6 +15,12 @@ from torch import nn
 from w2v2.models.dropout import apply_keep, dropout, seeded_keep_mask
 
 
+def _lean_cpu_path(x: torch.Tensor, weight: torch.Tensor) -> bool:
+    """Where the CPU-only Functions below apply: on the CPU, gradients on, no autocast, x in the weight's dtype."""
+    return (x.device.type == "cpu" and x.dtype == weight.dtype and torch.is_grad_enabled()
+            and not torch.is_autocast_enabled("cpu"))
+
+
 def stacked_linear(x: torch.Tensor, *layers: nn.Linear) -> torch.Tensor:
     """`F.linear(x, cat(weights), cat(biases))` of the layers: one matmul for several projections."""
     return _StackedLinear.apply(x, *(layer.weight for layer in layers), *(layer.bias for layer in layers))
@@ -63,9 +69,8 @@ class LeanLayerNorm(nn.LayerNorm):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         weight, bias = self.weight, self.bias
-        lean = (x.device.type == "cpu" and torch.is_grad_enabled() and weight is not None and bias is not None
-                and len(self.normalized_shape) == 1 and x.dtype == weight.dtype
-                and not torch.is_autocast_enabled("cpu") and _recoverable(weight, bias))
+        lean = (weight is not None and bias is not None and len(self.normalized_shape) == 1
+                and _lean_cpu_path(x, weight) and _recoverable(weight, bias))
         if not lean:
             return F.layer_norm(x, self.normalized_shape, weight, bias, self.eps)
         return _LayerNormFromOutput.apply(x, weight, bias, self.eps)
@@ -104,8 +109,7 @@ def gelu_dropout_linear(h: torch.Tensor, p: float, layer: nn.Linear) -> torch.Te
     copy and the dropout mask (2 x 4 + 1 bytes per element of `h` less: ~276 MB at BASE, 2 x 15 s); the
     mask is drawn from a seed and drawn again in the backward. Elsewhere (other devices keep torch's
     fused dropout; autocast) it is the plain composition."""
-    lean = (h.device.type == "cpu" and h.dtype == layer.weight.dtype and torch.is_grad_enabled()
-            and not torch.is_autocast_enabled("cpu") and 0.0 <= p < 1.0)
+    lean = _lean_cpu_path(h, layer.weight) and 0.0 <= p < 1.0
     if not lean:
         return layer(dropout(F.gelu(h), p, training=p > 0.0))
     seed = int(torch.randint(1 << 62, ())) if p > 0.0 else None  # from the default generator, as dropout's
