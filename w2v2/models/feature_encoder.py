@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from typing import List
+from typing import Callable, List
 
 import torch
 import torch.nn.functional as F
@@ -46,20 +46,58 @@ def _conv_block(n_in: int, n_out: int, kernel: int, stride: int, norm: str, bias
     return nn.Sequential(conv, nn.Dropout(0.0), nn.GELU())
 
 
-def _group_norm_gelu_(x: torch.Tensor, norm: nn.GroupNorm, channels: int = 128) -> torch.Tensor:
-    """gelu(norm(x)) written into x, for a norm with one group per channel; (B, C, T), contiguous.
+def _normed_first_two_blocks(source: torch.Tensor, first: nn.Sequential, second: nn.Sequential,
+                             frames: int = 512, channels: int = 128) -> torch.Tensor:
+    """gelu(conv2(gelu(norm(conv1(source))))) without grad, never holding the first block's whole output.
 
-    With a group per channel the statistics of a block of channels are those of the whole, so each block
-    (one utterance, `channels` channels: contiguous in x) is torch's own group norm, the same values, and
-    only a block's worth of it is ever allocated."""
-    x = x.contiguous()
-    for b in range(x.size(0)):
-        for lo in range(0, x.size(1), channels):
-            block = x[b: b + 1, lo: lo + channels]
-            normed = F.group_norm(block, block.size(1), norm.weight[lo: lo + channels], norm.bias[lo: lo + channels],
-                                  norm.eps)
-            torch.ops.aten.gelu.out(normed, out=block)
-    return x
+    That output, (B, 512, L/5), is the largest tensor of the model, twice the second block's. Its per-channel
+    statistics come first, from torch's group norm over one utterance and `channels` channels at a time (the
+    normalised values are dropped); then the second block runs over `frames` of its output frames at a time,
+    recomputing just the stretch of the first block's output they read (the first conv, from one channel,
+    costs ~1 % of the second). The values are those of the one-pass path."""
+    conv1, norm = first[0], first[2]
+    (kernel,), (stride,) = conv1.kernel_size, conv1.stride
+    x = source.unsqueeze(1)
+    batch, width = x.size(0), conv1.out_channels
+    length = (x.size(-1) - kernel) // stride + 1
+    mean, rstd = x.new_empty(batch, width), x.new_empty(batch, width)
+    for b in range(batch):
+        for lo in range(0, width, channels):
+            hi = min(lo + channels, width)
+            bias = None if conv1.bias is None else conv1.bias[lo:hi]
+            stats = torch.native_group_norm(F.conv1d(x[b: b + 1], conv1.weight[lo:hi], bias, stride=stride), None,
+                                            None, 1, hi - lo, length, hi - lo, norm.eps)
+            mean[b, lo:hi], rstd[b, lo:hi] = stats[1][0], stats[2][0]
+            del stats  # the normalised block, before the next one is made
+    # the norm is x * scale + shift, with shift = -scale * mean + bias: fused multiply-adds as in torch's kernel
+    scale = rstd * norm.weight
+    shift = torch.addcmul(norm.bias, -scale, mean).unsqueeze(-1)
+    scale = scale.unsqueeze(-1)  # (B, C, 1)
+
+    def normed(lo: int, hi: int) -> torch.Tensor:  # the first block's output frames lo..hi-1
+        h = conv1(x[..., lo * stride: (hi - 1) * stride + kernel])
+        return torch.ops.aten.gelu_(torch.addcmul(shift, h, scale, out=h))
+
+    return _in_stretches(normed, length, second[0], frames)
+
+
+def _in_stretches(read: Callable[[int, int], torch.Tensor], length: int, conv: nn.Conv1d,
+                  frames: int = 512) -> torch.Tensor:
+    """gelu(conv(input)) for an input of `length` frames, of which `read(lo, hi)` gives frames lo..hi-1, computed
+    `frames` output frames at a time: only a stretch of the input is ever copied into the layout the CPU's conv
+    kernel works in. The values are those of one conv over the whole input."""
+    (kernel,), (stride,) = conv.kernel_size, conv.stride
+    out_length = (length - kernel) // stride + 1
+    if out_length < 1:  # too short: let torch's conv say so
+        return conv(read(0, length))
+    out = None
+    for lo in range(0, out_length, frames):
+        hi = min(lo + frames, out_length)
+        part = torch.ops.aten.gelu_(conv(read(lo * stride, (hi - 1) * stride + kernel)))
+        if out is None:
+            out = part.new_empty(part.size(0), part.size(1), out_length)
+        out[..., lo:hi] = part  # gelu.out would not write into this strided view
+    return out
 
 
 class ConvFeatureExtractionModel(nn.Module):
@@ -80,13 +118,26 @@ class ConvFeatureExtractionModel(nn.Module):
         self.conv_layers = nn.ModuleList(blocks)
 
     def forward(self, source: torch.Tensor) -> torch.Tensor:
+        blocks = list(self.conv_layers)
+        if not torch.is_grad_enabled() and source.dtype == torch.float32 and not torch.is_autocast_enabled(
+                source.device.type):
+            return self._forward_frozen(source, blocks)
         x = source.unsqueeze(1)  # (B, L) -> (B, 1, L)
-        for block in self.conv_layers:
-            norm = block[2] if len(block) > 3 else None
-            if isinstance(norm, Fp32GroupNorm) and not torch.is_grad_enabled() and x.dtype == torch.float32:
-                # frozen or inference: the first block's output is the largest tensor of the model (B, 512, L/5),
-                # and normalising it in place keeps one copy of it instead of two
-                x = _group_norm_gelu_(block[0](x), norm)
+        for block in blocks:
+            x = block(x)
+        return x
+
+    def _forward_frozen(self, source: torch.Tensor, blocks: List[nn.Module]) -> torch.Tensor:
+        """Frozen or inference: the same values with fewer copies of the largest tensors, since nothing keeps
+        them for a backward: the GELUs work in place, and the first two blocks of the default mode run in
+        stretches of time (the group-norm block's output alone would be 2 x 15 s x 512 channels: 197 MB)."""
+        if isinstance(blocks[0][2], Fp32GroupNorm) and len(blocks) > 1 and len(blocks[1]) == 3:
+            x, rest = _normed_first_two_blocks(source, blocks[0], blocks[1]), blocks[2:]
+        else:
+            x, rest = source.unsqueeze(1), blocks
+        for block in rest:
+            if len(block) == 3:  # conv, dropout (p = 0), GELU
+                x = _in_stretches(lambda lo, hi, x=x: x[..., lo:hi], x.size(-1), block[0])
             else:
                 x = block(x)
         return x
