@@ -6,8 +6,13 @@ import json
 import math
 
 import pytest
+import torch
 
+from tests.corpus import FIXTURE_CONFIGS
+from w2v2.cli.demo import _untrained_checkpoint
+from w2v2.cli.hydra_train import main as hydra_train
 from w2v2.cli.main import main
+from w2v2.interop.checkpoints import load_model
 
 
 @pytest.mark.slow
@@ -19,6 +24,21 @@ def test_quick_demo_runs_every_stage(tmp_path, capsys):
     assert summary["max_train_wps"] > 0
     assert (tmp_path / "finetune" / "checkpoints" / "checkpoint_best.pt").is_file()
     assert "dev WER (unseen voices)" in capsys.readouterr().out
+
+
+def test_untrained_baseline_is_the_runs_own_start(fairseq_dir, tiny_manifest, tmp_path):
+    """The baseline WER is that of the model fine-tuning started from, whatever random state training left."""
+    run = tmp_path / "finetune"
+    assert hydra_train(["--config-dir", str(FIXTURE_CONFIGS), "--config-name", "tiny_ctc", f"task.data={tiny_manifest}",
+                        f"model.w2v_path={fairseq_dir / 'pretrain_init.pt'}", f"hydra.run.dir={run}",
+                        "optimization.max_update=4", "optimization.lr=[0.0]"]) == 0  # lr 0: weights stay at the start
+    checkpoints = run / "checkpoints"
+    (checkpoints / "checkpoint_last.pt").replace(checkpoints / "checkpoint_best.pt")
+    start = load_model(checkpoints / "checkpoint_best.pt").state_dict()
+    torch.manual_seed(12345)  # another random state than the trainer's
+    rebuilt = load_model(_untrained_checkpoint(run, tmp_path / "untrained.pt")).state_dict()
+    assert start.keys() == rebuilt.keys()
+    assert all(torch.equal(start[k], rebuilt[k]) for k in start)
 
 
 def test_demo_refuses_a_missing_corpus(tmp_path, capsys):

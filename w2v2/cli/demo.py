@@ -120,11 +120,12 @@ def run(args: argparse.Namespace) -> int:
 
 
 def _untrained_checkpoint(finetune: Path, target: Path) -> Path:
-    """The fine-tuning start (pretrained encoder, random letter projection), for the baseline WER."""
+    """The fine-tuning start (pretrained encoder, the run's random letter projection), for the baseline WER."""
     from w2v2.interop.checkpoints import load_model, save_checkpoint
     from w2v2.models.ctc import Wav2Vec2Ctc
     from w2v2.train.config import FinetuningConfig
     from w2v2.train.config_loading import validate_train_config
+    from w2v2.train.setup import seed_everything
     from w2v2.train.task import build_ctc_model
 
     trained = load_model(finetune / "checkpoints" / "checkpoint_best.pt")
@@ -132,6 +133,7 @@ def _untrained_checkpoint(finetune: Path, target: Path) -> Path:
     if not isinstance(cfg, FinetuningConfig) or not isinstance(trained, Wav2Vec2Ctc) or trained.dictionary is None:
         raise W2v2Error(f"{finetune} does not hold a fine-tuned CTC checkpoint with its letter dictionary.")
     cfg.model.w2v_args = None  # rebuild from model.w2v_path: the pretrained weights
+    seed_everything(cfg.common.seed)  # as the trainer does before building: the same letter projection
     model = build_ctc_model(cfg, trained.dictionary)
     save_checkpoint(target, model, dictionary=trained.dictionary)
     return target
