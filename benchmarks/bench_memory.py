@@ -10,14 +10,15 @@ level, and buffers above its mmap threshold (up to 32 MB) come on top of that. H
 to run by ~0.2 GB (it depends on the order the two threads free in). `--malloc` sets glibc the same way for
 every implementation: `default` leaves it alone; `return-freed` maps every buffer of 4 MB or more on its own,
 so it goes back to the system when freed and the peak follows the live tensors (slower: each new buffer is
-faulted in); `keep-freed` is what w2v2's CPU training sets (`w2v2.devices.keep_freed_cpu_memory`).
+faulted in; `w2v2.devices.return_freed_cpu_memory`, which w2v2's CPU training sets with
+`model.checkpoint_activations`); `keep-freed` is what w2v2's CPU training sets otherwise
+(`w2v2.devices.keep_freed_cpu_memory`).
 """
 
 from __future__ import annotations
 
 import argparse
 import json
-import os
 import sys
 import tempfile
 import threading
@@ -25,8 +26,6 @@ import time
 from pathlib import Path
 from typing import Any, Dict, List
 
-# glibc reads this at start-up; buffers of at least this many bytes are mapped (and unmapped) on their own
-RETURN_FREED_ENV = {"MALLOC_MMAP_THRESHOLD_": str(4 << 20)}
 HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE))
 
@@ -59,12 +58,13 @@ def worker(spec: Dict[str, Any]) -> Dict[str, Any]:
     import step_models
 
     torch.set_num_threads(spec["threads"])
-    if spec["malloc"] == "keep-freed":
-        from w2v2.devices import keep_freed_cpu_memory
+    if spec["malloc"] != "default":
+        from w2v2 import devices
 
-        if not keep_freed_cpu_memory():
-            raise SystemExit("--malloc keep-freed: glibc or the environment said no (see keep_freed_cpu_memory)")
-    ours = step_models.build_ours(spec["size"], spec["task"], {})
+        tune = devices.keep_freed_cpu_memory if spec["malloc"] == "keep-freed" else devices.return_freed_cpu_memory
+        if not tune():
+            raise SystemExit(f"--malloc {spec['malloc']}: glibc or the environment said no (see {tune.__name__})")
+    ours = step_models.build_ours(spec["size"], spec["task"], spec["options"])
     model = step_models.build_hf(ours, spec["task"], "sdpa") if spec["impl"] == "hf" else ours
     del ours
     batch = step_models.make_batch(spec["batch"], spec["seconds"], mixed=True)
@@ -116,19 +116,21 @@ def main(argv: List[str]) -> None:
     p.add_argument("--steps", type=int, default=4)
     p.add_argument("--malloc", choices=("default", "return-freed", "keep-freed"), default="default",
                    help="how glibc treats freed memory, the same in every process (see the module's docstring)")
+    p.add_argument("--option", action="append", default=[], metavar="KEY=JSON",
+                   help="extra model key for our model, e.g. checkpoint_activations=true")
     p.add_argument("--output", type=Path, default=HERE / "results" / "memory.json")
     p.add_argument("--worker", help=argparse.SUPPRESS)
     args = p.parse_args(argv)
     if args.worker:
         print(json.dumps(worker(json.loads(args.worker))))
         return
-    if args.malloc == "return-freed":
-        os.environ.update(RETURN_FREED_ENV)  # the workers inherit it
+    options = {key: json.loads(value) for key, value in (item.split("=", 1) for item in args.option)}
     runs = []
     for task in args.tasks:
         for impl in args.impls:
             spec = dict(task=task, impl=impl, size=args.size, threads=args.threads, batch=args.batch,
-                        seconds=args.seconds, steps=args.steps, malloc=args.malloc)
+                        seconds=args.seconds, steps=args.steps, malloc=args.malloc,
+                        options=options if impl == "ours" else {})
             run = run_worker(spec, sys.executable, script=Path(__file__).resolve())
             runs.append(run)
             steps = "  ".join("/".join(f"{gb:.2f}" for gb in phase) for phase in run["phases_gb"])

@@ -213,15 +213,24 @@ def test_keep_freed_cpu_memory_sets_the_mmap_and_trim_thresholds():
 @pytest.mark.parametrize("env", [{"MALLOC_TRIM_THRESHOLD_": "131072"}, {"MALLOC_MMAP_THRESHOLD_": "65536"},
                                  {"GLIBC_TUNABLES": "glibc.malloc.mmap_threshold=65536"},
                                  {"W2V2_KEEP_FREED_MEMORY": "0"}])
-def test_keep_freed_cpu_memory_leaves_a_users_malloc_settings_alone(env):
+@pytest.mark.parametrize("tune", [devices.keep_freed_cpu_memory, devices.return_freed_cpu_memory])
+def test_cpu_malloc_tuning_leaves_a_users_malloc_settings_alone(env, tune):
     libc = _RecordingLibc()
-    assert devices.keep_freed_cpu_memory(env, libc) is False and libc.calls == []
-    assert devices.keep_freed_cpu_memory({"GLIBC_TUNABLES": "glibc.cpu.hwcaps=-AVX2"}, libc) is True
+    assert tune(env, libc) is False and libc.calls == []
+    assert tune({"GLIBC_TUNABLES": "glibc.cpu.hwcaps=-AVX2"}, libc) is True
+
+
+def test_return_freed_cpu_memory_maps_every_buffer_of_4_mb_on_its_own():
+    libc = _RecordingLibc()
+    assert devices.return_freed_cpu_memory({}, libc) is True
+    # setting M_MMAP_THRESHOLD also ends glibc's dynamic threshold, which would rise to 32 MB as buffers are freed
+    assert libc.calls == [(-3, 4 << 20)]
 
 
 @pytest.mark.skipif(platform.libc_ver()[0] != "glibc", reason="mallopt is glibc's")
-def test_keep_freed_cpu_memory_takes_effect_in_a_glibc_process():
+@pytest.mark.parametrize("tune", ["keep_freed_cpu_memory", "return_freed_cpu_memory"])
+def test_cpu_malloc_tuning_takes_effect_in_a_glibc_process(tune):
     code = ("import os, sys; from w2v2 import devices; "
             "env = {k: v for k, v in os.environ.items() if not k.startswith('MALLOC_')}; "
-            "sys.exit(0 if devices.keep_freed_cpu_memory(env) else 3)")
+            f"sys.exit(0 if devices.{tune}(env) else 3)")
     assert subprocess.run([sys.executable, "-c", code]).returncode == 0

@@ -63,3 +63,16 @@ def test_bench_memory_reports_each_phase_of_each_step(tmp_path, malloc):
     # the step's own tensors are part of what the process holds
     assert 0 < run["step_tensor_peak_gb"] < run["peak_gb"]
     assert "peak RSS" in printed
+
+
+def test_bench_memory_option_reaches_our_model(tmp_path):
+    peaks = {}
+    for checkpointed in ("false", "true"):
+        output = tmp_path / f"memory-{checkpointed}.json"
+        _run("bench_memory.py", "--size", "small", "--seconds", "15", "--steps", "1", "--impls", "ours",
+             "--option", f"checkpoint_activations={checkpointed}", "--output", str(output))
+        (run,) = json.loads(output.read_text())["runs"]
+        assert run["options"] == {"checkpoint_activations": checkpointed == "true"}
+        peaks[checkpointed] = run["step_tensor_peak_gb"]
+    # recomputing each layer in the backward keeps only the layers' inputs
+    assert peaks["true"] < peaks["false"]

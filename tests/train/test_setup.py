@@ -122,6 +122,17 @@ def test_cpu_forces_the_cpu_over_the_requested_device(tiny_manifest, monkeypatch
     assert kept == [True]
 
 
+def test_checkpoint_activations_on_the_cpu_has_glibc_return_freed_memory(tiny_manifest, monkeypatch):
+    calls = []
+    monkeypatch.setattr(setup.devices, "keep_freed_cpu_memory", lambda: calls.append("keep") or True)
+    monkeypatch.setattr(setup.devices, "return_freed_cpu_memory", lambda: calls.append("return") or True)
+    info = ProcessInfo(0, 0, 1, 1)
+    setup.choose_device(pretraining(tiny_manifest, "common.cpu=true", "model.checkpoint_activations=true"), info)
+    assert calls == ["return"]  # keeping freed memory would keep what the recomputation frees
+    setup.choose_device(pretraining(tiny_manifest, "common.cpu=true"), info)
+    assert calls == ["return", "keep"]
+
+
 def test_bf16_trains_under_bfloat16_autocast(tiny_manifest, tmp_path):
     trainer = run_of(tiny_manifest, tmp_path, "common.bf16=true").trainer
     with trainer._autocast(trainer.precision.autocast_dtype):

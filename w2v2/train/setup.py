@@ -74,15 +74,26 @@ def choose_device(cfg: TrainConfig, info: ProcessInfo) -> torch.device:
     """`common.cpu` forces the CPU; otherwise `W2V2_DEVICE` (default: the best accelerator), one per
     local rank. `W2V2_MATMUL_PRECISION` (or the Ascend fork's `ALLOW_FP32` / `ALLOW_HF32`) = fp32 / hf32
     sets TF32 (CUDA) or HF32 (NPU) as `devices.set_matmul_precision` says. On the CPU, glibc is told to keep
-    freed memory (`devices.keep_freed_cpu_memory`)."""
+    freed memory (`devices.keep_freed_cpu_memory`), or, where `model.checkpoint_activations` asks for memory
+    over speed, to hand it back at once (`devices.return_freed_cpu_memory`)."""
     requested = "cpu" if cfg.common.cpu else os.environ.get("W2V2_DEVICE", "auto")
     mode = devices.matmul_mode(os.environ)
     device = devices.pick_device(requested, info.local_rank)
     devices.set_matmul_precision(device, mode)
-    if devices.kind(device) == "cpu" and devices.keep_freed_cpu_memory():
+    if devices.kind(device) == "cpu":
+        _tune_cpu_malloc(cfg.model.checkpoint_activations)
+    return device
+
+
+def _tune_cpu_malloc(checkpoint_activations: bool) -> None:
+    if checkpoint_activations:
+        if devices.return_freed_cpu_memory():
+            logger.info("model.checkpoint_activations: glibc hands each freed buffer of 4 MB or more back at once, "
+                        "so the RSS follows the live tensors (new buffers cost page faults); "
+                        "W2V2_KEEP_FREED_MEMORY=0 keeps glibc's defaults")
+    elif devices.keep_freed_cpu_memory():
         logger.info("glibc keeps freed memory for reuse (mmap threshold 1 GiB, trim threshold 2 GiB): CPU steps "
                     "without page faults on new buffers; W2V2_KEEP_FREED_MEMORY=0 keeps glibc's defaults")
-    return device
 
 
 def build_trainer(cfg: TrainConfig, task: Task, device: torch.device, info: ProcessInfo) -> Trainer:
