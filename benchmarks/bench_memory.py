@@ -29,7 +29,7 @@ from typing import Any, Dict, List
 HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE))
 
-from bench_step import run_worker  # noqa: E402
+from bench_step import parse_options, run_worker  # noqa: E402
 
 
 def _rss() -> int:
@@ -124,7 +124,7 @@ def main(argv: List[str]) -> None:
     if args.worker:
         print(json.dumps(worker(json.loads(args.worker))))
         return
-    options = {key: json.loads(value) for key, value in (item.split("=", 1) for item in args.option)}
+    options = parse_options(args.option)
     runs = []
     for task in args.tasks:
         for impl in args.impls:

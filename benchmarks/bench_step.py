@@ -153,6 +153,20 @@ def profile_step(step: Any, top: int) -> List[Dict[str, Any]]:
              "calls": e.count} for e in ranked]
 
 
+def parse_options(items: List[str]) -> Dict[str, Any]:
+    """`--option KEY=JSON` values as a dict; a malformed one stops the run with what was wrong."""
+    options = {}
+    for item in items:
+        key, sep, value = item.partition("=")
+        try:
+            if not key or not sep:
+                raise ValueError("no KEY= before the value")
+            options[key] = json.loads(value)
+        except ValueError as error:
+            raise SystemExit(f"--option {item!r}: expected KEY=JSON, e.g. checkpoint_activations=true ({error}).")
+    return options
+
+
 def run_worker(spec: Dict[str, Any], python: str, script: Path = Path(__file__).resolve()) -> Dict[str, Any]:
     """Run `spec` in a fresh process of `python` (`script --worker`); its last stdout line is the JSON result."""
     env = {**os.environ, "PYTHONPATH": os.pathsep.join(filter(None, [str(ROOT), os.environ.get("PYTHONPATH")])),
@@ -239,7 +253,7 @@ def main(argv: List[str]) -> None:
     if args.worker:
         print(json.dumps(worker(json.loads(args.worker))))
         return
-    options = {key: json.loads(value) for key, value in (item.split("=", 1) for item in args.option)}
+    options = parse_options(args.option)
     if "fairseq" in args.impls and not os.access(args.fairseq_python, os.X_OK):
         raise SystemExit(f"--impls fairseq needs an interpreter that imports fairseq; {args.fairseq_python} is not "
                          "one (build it with ../shared/oracle/setup.sh, or pass --fairseq-python).")

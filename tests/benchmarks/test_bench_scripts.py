@@ -76,3 +76,11 @@ def test_bench_memory_option_reaches_our_model(tmp_path):
         peaks[checkpointed] = run["step_tensor_peak_gb"]
     # recomputing each layer in the backward keeps only the layers' inputs
     assert peaks["true"] < peaks["false"]
+
+
+@pytest.mark.parametrize("script", ["bench_step.py", "bench_memory.py"])
+def test_a_malformed_option_stops_the_benchmark_with_what_was_wrong(script):
+    done = subprocess.run([sys.executable, str(ROOT / "benchmarks" / script), "--option", "checkpoint_activations"],
+                          cwd=ROOT, capture_output=True, text=True, env={"PYTHONPATH": str(ROOT), "PATH": "/usr/bin:/bin"})
+    assert done.returncode != 0
+    assert "--option 'checkpoint_activations': expected KEY=JSON" in done.stderr and "Traceback" not in done.stderr
