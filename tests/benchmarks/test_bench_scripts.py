@@ -13,9 +13,13 @@ ROOT = Path(__file__).resolve().parents[2]
 pytest.importorskip("transformers")
 
 
-def _run(script: str, *args: str) -> str:
-    done = subprocess.run([sys.executable, str(ROOT / "benchmarks" / script), *args], cwd=ROOT,
+def _launch(script: str, *args: str) -> subprocess.CompletedProcess:
+    return subprocess.run([sys.executable, str(ROOT / "benchmarks" / script), *args], cwd=ROOT,
                           capture_output=True, text=True, env={"PYTHONPATH": str(ROOT), "PATH": "/usr/bin:/bin"})
+
+
+def _run(script: str, *args: str) -> str:
+    done = _launch(script, *args)
     assert done.returncode == 0, done.stderr[-3000:]
     return done.stdout
 
@@ -80,7 +84,6 @@ def test_bench_memory_option_reaches_our_model(tmp_path):
 
 @pytest.mark.parametrize("script", ["bench_step.py", "bench_memory.py"])
 def test_a_malformed_option_stops_the_benchmark_with_what_was_wrong(script):
-    done = subprocess.run([sys.executable, str(ROOT / "benchmarks" / script), "--option", "checkpoint_activations"],
-                          cwd=ROOT, capture_output=True, text=True, env={"PYTHONPATH": str(ROOT), "PATH": "/usr/bin:/bin"})
+    done = _launch(script, "--option", "checkpoint_activations")
     assert done.returncode != 0
     assert "--option 'checkpoint_activations': expected KEY=JSON" in done.stderr and "Traceback" not in done.stderr
