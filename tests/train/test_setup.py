@@ -15,9 +15,11 @@ import torch.distributed as dist
 from tests.corpus import FIXTURE_CONFIGS
 from tests.train.tiny_configs import pretraining
 from w2v2 import devices
-from w2v2.errors import W2v2Error
+from w2v2.errors import RunFault, W2v2Error
 from w2v2.train import loop, setup
 from w2v2.train.config_loading import load_train_config
+from w2v2.train.health import TrainingDiverged
+from w2v2.train.interrupts import TrainingInterrupted
 from w2v2.train.setup import ProcessInfo, build_pipeline, build_trainer
 from w2v2.train.task import setup_task
 
@@ -194,7 +196,30 @@ def ddp_group(tmp_path, monkeypatch):
     monkeypatch.setattr(loop, "process_info", lambda: ProcessInfo(0, 0, 2, 2))
     monkeypatch.setattr(loop, "thread_budget", lambda *args: None)
     yield
-    dist.destroy_process_group()
+    if dist.is_initialized():
+        dist.destroy_process_group()
+
+
+@pytest.mark.parametrize("ending", [None, TrainingInterrupted(15, "stopped"), TrainingDiverged("diverged"),
+                                    RunFault("rank 1 died")], ids=["finished", "stopped", "diverged", "fault"])
+def test_a_run_destroys_its_process_group_unless_a_rank_failed(tiny_manifest, tmp_path, ddp_group, monkeypatch,
+                                                               ending):
+    """A finished run, and one whose ranks all stopped or diverged together, frees the group while the
+    interpreter is whole (tests/train/ddp_worker.py checks that gloo's threads are gone then); after a rank
+    failed, another may still be inside a collective with it, and the group is left alone."""
+    def end(run: loop.TrainingRun) -> None:
+        raise ending
+
+    if ending is not None:
+        monkeypatch.setattr(loop.TrainingRun, "run", end)
+    cfg = pretraining(tiny_manifest, "model.encoder_layerdrop=0", "optimization.max_update=1",
+                      "checkpoint.no_save=true")
+    if ending is None:
+        assert loop.train(cfg, tmp_path).num_updates == 1
+    else:
+        with pytest.raises(type(ending)):
+            loop.train(cfg, tmp_path)
+    assert dist.is_initialized() == isinstance(ending, RunFault)
 
 
 @pytest.mark.parametrize("override, attribute, value", [

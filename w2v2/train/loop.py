@@ -26,8 +26,8 @@ from w2v2.train.health import HealthMonitor, TrainingDiverged, nonfinite_batches
 from w2v2.train.interrupts import StopSignals, TrainingInterrupted, all_ranks_wait, collective_failure, signal_name
 from w2v2.train.progress import RunLog, derive
 from w2v2.train.setup import (DataPipeline, ProcessInfo, build_pipeline, build_trainer, choose_device,
-                              init_process_group, no_batch_message, process_info, seed_everything, thread_budget,
-                              valid_pipelines)
+                              init_process_group, leave_process_group, no_batch_message, process_info, seed_everything,
+                              thread_budget, valid_pipelines)
 from w2v2.train.task import setup_task
 from w2v2.train.trainer import Trainer, all_reduce_sums, sum_logs
 
@@ -225,6 +225,11 @@ class TrainingRun:
         values["num_updates"] = self.trainer.num_updates
         return values
 
+    def leave(self) -> None:
+        """The end of this process's part: the process group is destroyed while the interpreter is whole."""
+        self.trainer.release_ddp()
+        leave_process_group()
+
     # ---- the loop -------------------------------------------------------------------------------
     def elapsed(self) -> float:
         return time.time() - self.start
@@ -403,7 +408,12 @@ def train(cfg: TrainConfig, run_dir: Path) -> RunSummary:
     """Run training in this process (one rank of a torchrun job, or the only process). A SIGTERM or SIGINT
     raises `TrainingInterrupted` once `checkpoint_last.pt` is saved; divergence raises `TrainingDiverged`."""
     run = TrainingRun(cfg, run_dir)
-    summary = run.run()
+    try:
+        summary = run.run()
+    except (TrainingInterrupted, TrainingDiverged):
+        run.leave()  # every rank waited for the others before raising: none is left inside a collective
+        raise
+    run.leave()
     logger.info("done training in %.1f seconds: %d updates, epoch %d, best %s %s, max train_wps %.1f",
                 summary.seconds, summary.num_updates, summary.epoch, cfg.checkpoint.best_checkpoint_metric,
                 summary.best, summary.max_train_wps)

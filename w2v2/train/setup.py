@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import importlib
 import logging
 import os
 import random
@@ -54,13 +55,28 @@ def process_info() -> ProcessInfo:
                        int(env.get("LOCAL_WORLD_SIZE", str(world))))
 
 
-def init_process_group(info: ProcessInfo, device: torch.device, timeout_s: int = -1) -> None:
-    """Join torchrun's rendezvous (MASTER_ADDR/PORT from the environment) with the device's backend."""
+def init_process_group(info: ProcessInfo, device: torch.device, timeout_s: int = -1,
+                       init_method: Optional[str] = None) -> None:
+    """Join the run's other processes with the device's backend: at torchrun's rendezvous (MASTER_ADDR/PORT
+    from the environment), or at `init_method` (a `file://` or `tcp://` URL)."""
     if info.world_size == 1 or dist.is_initialized():
         return
+    # DDP imports torch._dynamo, and that import keeps references to the process groups existing then (ten
+    # to the default group on torch 2.13), which would stop `leave_process_group` from freeing the group
+    importlib.import_module("torch._dynamo")
     timeout = timedelta(seconds=timeout_s) if timeout_s > 0 else timedelta(minutes=30)
-    dist.init_process_group(devices.distributed_backend(device), rank=info.rank, world_size=info.world_size,
-                            timeout=timeout)
+    dist.init_process_group(devices.distributed_backend(device), init_method=init_method, rank=info.rank,
+                            world_size=info.world_size, timeout=timeout)
+
+
+def leave_process_group() -> None:
+    """Destroy the process group, once nothing else holds it (`Trainer.release_ddp`), while the interpreter
+    is whole. Gloo's worker threads free a finished collective's tensors a moment after the collective
+    returns; one still at it when the interpreter finalizes cannot take the GIL and aborts the process
+    (SIGABRT, "terminate called without an active exception"; pytorch/pytorch#190489). Destroying the
+    group's last reference joins those threads first."""
+    if dist.is_available() and dist.is_initialized():
+        dist.destroy_process_group()
 
 
 def seed_everything(seed: int) -> None:

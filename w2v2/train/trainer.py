@@ -87,6 +87,13 @@ class Trainer:
         self.world_size = dist.get_world_size() if dist.is_available() and dist.is_initialized() else 1
         self.num_updates = 0
 
+    def release_ddp(self) -> None:
+        """At the end of a run, drop the DDP wrapper (and a compile of it), which hold the process group, so
+        that `setup.leave_process_group` can stop the group's threads. No update may follow."""
+        if self.ddp is not None:
+            self.ddp = None
+            self.forward_module = self.model
+
     def _autocast(self, dtype: Optional[torch.dtype]) -> contextlib.AbstractContextManager:
         if dtype is None:
             return contextlib.nullcontext()
