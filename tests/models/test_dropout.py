@@ -6,7 +6,7 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from w2v2.models.dropout import Dropout, dropout, keep_mask
+from w2v2.models.dropout import Dropout, apply_keep, apply_keep_, dropout, keep_mask
 
 
 @pytest.mark.parametrize("p", [0.05, 0.1, 0.5, 0.9])
@@ -80,3 +80,12 @@ def test_a_non_cpu_tensor_takes_torchs_dropout(monkeypatch):
     dropout(torch.empty(3, 3, device="meta"), 0.1, True)
     dropout(torch.empty(3, 3), 0.1, True)
     assert seen == ["meta"]
+
+
+def test_apply_keep_in_place_equals_apply_keep_and_writes_into_its_input():
+    x = torch.randn(7, 33)
+    keep = keep_mask(x.shape, 0.3, torch.Generator().manual_seed(5))
+    expected = apply_keep(x, keep, 0.3)
+    same = x.clone()
+    out = apply_keep_(same, keep, 0.3)
+    assert out.data_ptr() == same.data_ptr() and torch.equal(out, expected)

@@ -12,7 +12,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from w2v2.models.dropout import apply_keep, dropout, seeded_keep_mask
+from w2v2.models.dropout import apply_keep_, dropout, seeded_keep_mask
 
 
 def _lean_cpu_path(x: torch.Tensor, weight: torch.Tensor) -> bool:
@@ -119,7 +119,7 @@ def gelu_dropout_linear(h: torch.Tensor, p: float, layer: nn.Linear) -> torch.Te
 def _dropped_gelu(h: torch.Tensor, p: float, keep: Optional[torch.Tensor]) -> torch.Tensor:
     """dropout(gelu(h)) with the mask `keep` (None: no dropout)."""
     out = F.gelu(h)
-    return out if keep is None else apply_keep(out, keep, p)
+    return out if keep is None else apply_keep_(out, keep, p)
 
 
 class _GeluDropoutLinear(torch.autograd.Function):
@@ -144,6 +144,6 @@ class _GeluDropoutLinear(torch.autograd.Function):
         if ctx.needs_input_grad[0]:
             grad_a = grad @ weight
             if keep is not None:
-                grad_a = apply_keep(grad_a, keep, ctx.p)
-            grad_h = torch.ops.aten.gelu_backward(grad_a, h)
+                grad_a = apply_keep_(grad_a, keep, ctx.p)
+            grad_h = torch.ops.aten.gelu_backward.grad_input(grad_a, h, grad_input=grad_a)  # in place: one buffer less
         return grad_h, None, None, grad_w, grad_b
