@@ -110,7 +110,8 @@ def _compare_with_lazy_state(kind):
     assert list(eager_state["state"]) == list(lazy_state["state"]) == [0]  # the frozen one's state was dropped
     for key, value in lazy_state["state"][0].items():
         other = eager_state["state"][0][key]
-        assert (value.dtype, value.device, value.shape) == (other.dtype, other.device, other.shape) and torch.equal(value, other)
+        assert (value.dtype, value.device, value.shape) == (other.dtype, other.device, other.shape)
+        assert torch.equal(value, other)
 
 
 def test_build_optimizer_allocates_state_and_later_steps_keep_it():

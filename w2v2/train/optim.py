@@ -104,7 +104,8 @@ def allocate_state(optimizer: torch.optim.AdamW) -> None:
         for p in group["params"]:
             # torch's own choice of the step counter's dtype and device (Adam._init_group)
             wide = not group["fused"] and torch.get_default_dtype() == torch.float64
-            step = torch.zeros((), dtype=torch.float64 if wide else torch.float32, device=p.device if on_device else "cpu")
+            step = torch.zeros((), dtype=torch.float64 if wide else torch.float32,
+                               device=p.device if on_device else "cpu")
             state = {"step": step, "exp_avg": torch.zeros_like(p, memory_format=torch.preserve_format),
                      "exp_avg_sq": torch.zeros_like(p, memory_format=torch.preserve_format)}
             if group["amsgrad"]:
