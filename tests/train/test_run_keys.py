@@ -193,7 +193,8 @@ def test_reset_optimizer_drops_the_optimizer_state_and_update_count(tiny_manifes
     assert reset.trainer.num_updates == 0
     # a fresh optimizer's state: step 0 and zero moments for every parameter (allocated before the first step)
     fresh = reset.trainer.optimizer.state.values()
-    assert fresh and all(float(s["step"]) == 0 and not s["exp_avg"].any() and not s["exp_avg_sq"].any() for s in fresh)
+    assert fresh and all(float(s["step"]) == 0 and not s["exp_avg"].any() and not s["exp_avg_sq"].any()
+                         for s in fresh)
 
 
 def test_reset_lr_scheduler_drops_the_schedule_state(tiny_manifest, tmp_path):

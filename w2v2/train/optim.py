@@ -100,10 +100,10 @@ def allocate_state(optimizer: torch.optim.AdamW) -> None:
     peak RSS was ~0.1-0.15 GB higher (benchmarks/README.md). The first step drops the state of parameters that
     got no gradient (a frozen CNN), so from then on the state is what lazy initialisation would have made."""
     for group in optimizer.param_groups:
+        # torch's own choice of the step counter's dtype and device (Adam._init_group)
         on_device = group["fused"] or group["capturable"]
+        wide = not group["fused"] and torch.get_default_dtype() == torch.float64
         for p in group["params"]:
-            # torch's own choice of the step counter's dtype and device (Adam._init_group)
-            wide = not group["fused"] and torch.get_default_dtype() == torch.float64
             step = torch.zeros((), dtype=torch.float64 if wide else torch.float32,
                                device=p.device if on_device else "cpu")
             state = {"step": step, "exp_avg": torch.zeros_like(p, memory_format=torch.preserve_format),
