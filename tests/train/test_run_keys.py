@@ -36,6 +36,13 @@ def test_checkpoints_store_the_current_and_the_best_value(tiny_manifest, tmp_pat
     assert extra["best"] == min(valid)
 
 
+def test_a_checkpoint_before_any_validation_has_no_best_value(tiny_manifest, tmp_path):
+    # fairseq resuming a file with `best: None` compares it with its first validation's value and fails
+    loop.train(pretrain(tiny_manifest, "dataset.disable_validation=true"), tmp_path)
+    extra = load_checkpoint_file(tmp_path / "checkpoints" / "checkpoint_last.pt")["extra_state"]
+    assert "best" not in extra and extra["val_loss"] is None
+
+
 def test_lr_scheduler_best_is_the_lowest_epoch_end_metric(tiny_manifest, tmp_path):
     cfg = pretrain(tiny_manifest, "optimization.max_update=1000", "optimization.max_epoch=2",
                    "checkpoint.save_interval_updates=0", "checkpoint.best_checkpoint_metric=accuracy",

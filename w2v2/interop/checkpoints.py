@@ -132,8 +132,10 @@ def checkpoint_dict(
     groups["model"] = model_config(model)
     groups.setdefault("task", {"_name": "audio_finetuning" if isinstance(model, Wav2Vec2Ctc) else "audio_pretraining"})
     dictionary = dictionary if dictionary is not None else (model.dictionary if isinstance(model, Wav2Vec2Ctc) else None)
+    # no `best` until a validation sets one, as fairseq writes it: its resume compares a stored None with the
+    # next validation's value and fails
     extra = {"train_iterator": {"epoch": 1, "iterations_in_epoch": 0, "shuffle": True}, "val_loss": None,
-             "best": None, "metrics": {}, "previous_training_time": 0.0}
+             "metrics": {}, "previous_training_time": 0.0}
     extra.update(extra_state or {})
     task_state: Dict[str, Any] = {}
     if dictionary is not None:

@@ -174,12 +174,14 @@ class TrainingRun:
         extra = {
             "train_iterator": {"epoch": self.state.epoch, "iterations_in_epoch": iterations,
                                "shuffle": self.state.epoch > cfg.dataset.curriculum},
-            "val_loss": metric, "best": self.best.value, "metrics": {},
+            "val_loss": metric, "metrics": {},
             "previous_training_time": self.state.previous_training_time + self.elapsed(),
             "w2v2": {"rng": rng_state(device_rng, devices.kind(self.device)),
                      "grad_scaler": trainer.scaler.state_dict(), "history": self.state.history,
                      "world_size": self.info.world_size},
         }
+        if self.best.value is not None:  # absent until then, as in fairseq (`checkpoint_dict`)
+            extra["best"] = self.best.value
         optimizer_state = None if cfg.checkpoint.no_save_optimizer_state else trainer.optimizer.state_dict()
         return on_cpu(checkpoint_dict(trainer.model, cfg.to_dict(), num_updates=trainer.num_updates,
                                       lr_scheduler_state=trainer.lr_scheduler.state_dict(),
