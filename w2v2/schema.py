@@ -194,7 +194,19 @@ def _node(group: str, values: Any, registry: Mapping[str, Schema], strict: bool)
     try:
         return OmegaConf.merge(OmegaConf.structured(schema), values)
     except ValidationError as error:
-        raise _type_error(group, schema, values, error) from error
+        raise _type_error(group, schema, values, error.full_key or error.key) from error
+    except OmegaConfBaseException as error:  # a mapping for a list, an interpolation a list cannot hold: no key
+        raise _type_error(group, schema, values, _key_at_fault(schema, values)) from error
+
+
+def _key_at_fault(schema: type, values: Mapping[str, Any]) -> str:
+    """The first key of `values` that does not merge onto `schema` alone."""
+    for key, value in values.items():
+        try:
+            OmegaConf.merge(OmegaConf.structured(schema), {key: value})
+        except OmegaConfBaseException:
+            return key
+    return next(iter(values), "")
 
 
 def _lists_for_scalars(schema: type, values: Dict[str, Any]) -> Dict[str, Any]:
@@ -249,8 +261,9 @@ def default_of(item: dataclasses.Field) -> Any:
     return item.default_factory() if item.default_factory is not dataclasses.MISSING else item.default
 
 
-def _type_error(group: str, schema: type, values: Mapping[str, Any], error: ValidationError) -> W2v2Error:
-    key = str(error.full_key or error.key).split(".")[-1].split("[")[0]
+def _type_error(group: str, schema: type, values: Mapping[str, Any], where: Any) -> W2v2Error:
+    """The error for the key that OmegaConf names in `where` (`group.key[i]` and the like)."""
+    key = str(where).split(".")[-1].split("[")[0]
     hint = typing.get_type_hints(schema).get(key)
     return W2v2Error(f"`{group}.{key}` must be {_describe(hint)}, but is {values.get(key)!r} instead.")
 

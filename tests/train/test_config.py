@@ -189,6 +189,9 @@ def test_unknown_group_suggests_the_group():
         ("criterion._name=wav2vec ~criterion.zero_infinity +criterion.infonce=true", "model._name", "must be wav2vec2 with the wav2vec"),
         ("distributed_training.ddp_backend=fully_sharded", "distributed_training.ddp_backend", "not supported"),
         ("optimizer.adam_betas=(0.9)", "optimizer.adam_betas", "must be two numbers"),
+        # found by the config fuzzer: OmegaConf names no key for these two
+        ("lr_scheduler.phase_ratio={a:1}", "lr_scheduler.phase_ratio", "must be a list of numbers or null, but is {'a': 1}"),
+        ("lr_scheduler.phase_ratio=${common.seed}", "lr_scheduler.phase_ratio", "but is '${common.seed}' instead"),
     ],
 )
 def test_bad_values_name_the_key(override, key, words):
