@@ -67,7 +67,7 @@ def worker(spec: Dict[str, Any]) -> Dict[str, Any]:
     ours = step_models.build_ours(spec["size"], spec["task"], spec["options"])
     model = step_models.build_hf(ours, spec["task"], "sdpa") if spec["impl"] == "hf" else ours
     del ours
-    batch = step_models.make_batch(spec["batch"], spec["seconds"], mixed=True)
+    batch = step_models.make_batch(spec["batch"], spec["seconds"], mixed=spec.get("batches", "mixed") == "mixed")
     step = step_models.make_step(spec["impl"], spec["task"], model, batch, torch.device("cpu"), None)
     marks: List[float] = []
     backward = torch.Tensor.backward
@@ -114,6 +114,8 @@ def main(argv: List[str]) -> None:
     p.add_argument("--batch", type=int, default=2)
     p.add_argument("--seconds", type=float, default=15.0)
     p.add_argument("--steps", type=int, default=4)
+    p.add_argument("--batches", choices=("mixed", "uniform"), default="mixed",
+                   help="mixed: lengths from --seconds down to 60 %% of it, padded (bench_step.py's); uniform: no padding")
     p.add_argument("--malloc", choices=("default", "return-freed", "keep-freed"), default="default",
                    help="how glibc treats freed memory, the same in every process (see the module's docstring)")
     p.add_argument("--option", action="append", default=[], metavar="KEY=JSON",
@@ -129,12 +131,12 @@ def main(argv: List[str]) -> None:
     for task in args.tasks:
         for impl in args.impls:
             spec = dict(task=task, impl=impl, size=args.size, threads=args.threads, batch=args.batch,
-                        seconds=args.seconds, steps=args.steps, malloc=args.malloc,
+                        seconds=args.seconds, batches=args.batches, steps=args.steps, malloc=args.malloc,
                         options=options if impl == "ours" else {})
             run = run_worker(spec, sys.executable, script=Path(__file__).resolve())
             runs.append(run)
             steps = "  ".join("/".join(f"{gb:.2f}" for gb in phase) for phase in run["phases_gb"])
-            print(f"{task} {args.size} {impl:4}  peak RSS {run['peak_gb']:.2f} GB  step's tensors at most "
+            print(f"{task} {args.size} {args.batches} {impl:4}  peak RSS {run['peak_gb']:.2f} GB  step's tensors at most "
                   f"{run['step_tensor_peak_gb']:.2f} GB  forward/backward/optimizer per step: {steps}")
     sys.path.insert(0, str(HERE.parent))
     from w2v2.fileio import write_text_atomically

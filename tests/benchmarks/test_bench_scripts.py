@@ -87,6 +87,19 @@ def test_bench_memory_option_reaches_our_model(tmp_path):
     assert peaks["true"] < peaks["false"]
 
 
+def test_bench_memory_batches_reach_the_step(tmp_path):
+    peaks = {}
+    for batches in ("mixed", "uniform"):
+        output = tmp_path / f"memory-{batches}.json"
+        _run("bench_memory.py", "--size", "small", "--seconds", "15", "--steps", "1", "--impls", "ours",
+             "--batches", batches, "--output", str(output))
+        (run,) = json.loads(output.read_text())["runs"]
+        assert run["batches"] == batches
+        peaks[batches] = run["step_tensor_peak_gb"]
+    # the mixed batch is 80 % audio and 20 % padding, which our layers skip
+    assert peaks["mixed"] < peaks["uniform"]
+
+
 @pytest.mark.parametrize("script", ["bench_step.py", "bench_memory.py"])
 def test_a_malformed_option_stops_the_benchmark_with_what_was_wrong(script):
     done = _launch(script, "--option", "checkpoint_activations")
