@@ -40,13 +40,15 @@ PRECISIONS = {None: "fp32", torch.float16: "fp16", torch.bfloat16: "bf16"}  # au
 
 @dataclass
 class Utterance:
-    """One decoded utterance: its dataset index and the hypothesis and reference, as words and letters."""
+    """One decoded utterance: its dataset index, its audio file (as the manifest lists it) and the hypothesis and
+    reference, as words and letters."""
 
     id: int
     hypothesis: str
     reference: str
     hypothesis_units: str
     reference_units: str
+    path: str = ""
 
 
 @dataclass
@@ -336,7 +338,7 @@ def _decode_batch(model: Wav2Vec2Ctc, decoder: Decoder, batch: Dict[str, Any], d
     for index, tokens, target in zip(batch["id"].tolist(), units, batch["target"]):
         hypothesis_units, reference_units = dictionary.text(tokens), dictionary.text(target)
         result.details.append(Utterance(index, _words(hypothesis_units), _words(reference_units),
-                                        hypothesis_units, reference_units))
+                                        hypothesis_units, reference_units, dataset.paths[index]))
 
 
 def _words(units: str) -> str:
