@@ -181,7 +181,7 @@ class TransformerEncoder(nn.Module):
         if not self.layer_norm_first:
             x = self.layer_norm(x)
         x, padding_mask, pad_length = self._pad_time(x, padding_mask)
-        if padding_mask is not None and self._packs(layer):
+        if padding_mask is not None and self._packs(layer, x.device):
             keep = ~padding_mask
             lengths = keep.sum(1).tolist()  # the one host sync packing needs, which also says if there is padding
             if sum(lengths) < keep.numel():
@@ -197,12 +197,15 @@ class TransformerEncoder(nn.Module):
             results = [(a[:-pad_length], b[:-pad_length]) for a, b in results]
         return x, results
 
-    def _packs(self, layer: Optional[int]) -> bool:
+    def _packs(self, layer: Optional[int], device: torch.device) -> bool:
         """Whether to run a padded batch's layers on the unpadded frames alone: in training, where the padding's outputs
         reach no loss, they cost a padded batch's share of the matmuls and activations (20 % of a 2 x 15 s
         batch whose second utterance is 9 s long). Not in evaluation, whose outputs at padded frames stay
-        fairseq's, nor under torch.compile, where the number of frames would change the shapes every batch."""
-        return self.training and torch.is_grad_enabled() and layer is None and not torch.compiler.is_compiling()
+        fairseq's, nor under torch.compile, where the number of frames would change the shapes every batch.
+        On the CPU only, where it was measured: on a GPU every utterance's attention is kernel launches of its
+        own, and the NPU compiles kernels per input shape, which would meet new shapes with every utterance."""
+        return (device.type == "cpu" and self.training and torch.is_grad_enabled() and layer is None
+                and not torch.compiler.is_compiling())
 
     def _run_layers(self, x: torch.Tensor, padding_mask: Optional[torch.Tensor], lengths: Optional[List[int]],
                     layer: Optional[int]) -> Tuple[torch.Tensor, List[LayerResult]]:
