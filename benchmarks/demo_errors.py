@@ -123,11 +123,9 @@ def demo_kinds(texts_path: Path = TEXTS) -> Callable[[str], str]:
 
 def word_counts(path: Path) -> collections.Counter:
     """How often each word occurs in a `.wrd` label file."""
-    try:
-        return collections.Counter(word for line in path.read_text(encoding="utf-8").splitlines() for word in line.split())
-    except OSError as error:
-        raise SystemExit(f"the training words must be in {path} (a `.wrd` label file), but it cannot be read: "
-                         f"{error.strerror}.") from error
+    from w2v2.data.labels import read_labels
+
+    return collections.Counter(word for line in read_labels(path) for word in line.split())
 
 
 def print_tables(tables: Dict[str, Dict[str, Tally]], total: Tally) -> None:
@@ -162,8 +160,8 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     args = parse_args(argv)
     manifest = args.workdir / "manifest"
     checkpoint = args.checkpoint or args.workdir / "finetune" / "checkpoints" / "checkpoint_best.pt"
-    train_counts = word_counts(manifest / "train.wrd")
     try:
+        train_counts = word_counts(manifest / "train.wrd")
         result = evaluate(checkpoint, manifest, args.subset, progress=False)
     except W2v2Error as error:
         print(f"error: {error}", file=sys.stderr)
