@@ -54,7 +54,8 @@ def _normed_first_two_blocks(source: torch.Tensor, first: nn.Sequential, second:
     statistics come first, from torch's group norm over one utterance and `channels` channels at a time (the
     normalised values are dropped); then the second block runs over `frames` of its output frames at a time,
     recomputing just the stretch of the first block's output they read (the first conv, from one channel,
-    costs ~1 % of the second). The values are those of the one-pass path."""
+    costs ~1 % of the second). The values are the one-pass path's to within a few ulps: on some CPUs (AVX2, not
+    AVX-512) oneDNN rounds the conv of one utterance differently from the batch's, and so the statistics."""
     conv1, norm = first[0], first[2]
     (kernel,), (stride,) = conv1.kernel_size, conv1.stride
     x = source.unsqueeze(1)
@@ -128,9 +129,9 @@ class ConvFeatureExtractionModel(nn.Module):
         return x
 
     def _forward_frozen(self, source: torch.Tensor, blocks: List[nn.Module]) -> torch.Tensor:
-        """Frozen or inference: the same values with fewer copies of the largest tensors, since nothing keeps
-        them for a backward: the GELUs work in place, and the first two blocks of the default mode run in
-        stretches of time (the group-norm block's output alone would be 2 x 15 s x 512 channels: 197 MB)."""
+        """Frozen or inference: the same values (to a few ulps) with fewer copies of the largest tensors, since
+        nothing keeps them for a backward: the GELUs work in place, and the first two blocks of the default mode
+        run in stretches of time (the group-norm block's output alone would be 2 x 15 s x 512 channels: 197 MB)."""
         if isinstance(blocks[0][2], Fp32GroupNorm) and len(blocks) > 1 and len(blocks[1]) == 3:
             x, rest = _normed_first_two_blocks(source, blocks[0], blocks[1]), blocks[2:]
         else:
