@@ -158,8 +158,8 @@ def test_frozen_feature_encoder_runs_in_stretches_with_the_values_of_the_autogra
     with_grad = extractor(source)
     assert with_grad.requires_grad
     expected = second(first(source.unsqueeze(1))).detach()
-    # The statistics come from a conv of one utterance, which oneDNN rounds like the batch's conv on AVX-512
-    # CPUs but not on AVX2 ones (a few ulps): the tolerance is that, and far below any real mistake.
+    # The statistics come from a conv of one utterance, which oneDNN rounds like the batch's conv on some CPUs
+    # but not on others (AVX2 here, by a few ulps): the tolerance is that, and far below any real mistake.
     ulps = dict(rtol=1e-6, atol=1e-6)
     with torch.no_grad():
         # stretches of 7 frames (the last one shorter), channel blocks of 8 for the statistics; one stretch

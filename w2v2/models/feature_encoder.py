@@ -54,8 +54,9 @@ def _normed_first_two_blocks(source: torch.Tensor, first: nn.Sequential, second:
     statistics come first, from torch's group norm over one utterance and `channels` channels at a time (the
     normalised values are dropped); then the second block runs over `frames` of its output frames at a time,
     recomputing just the stretch of the first block's output they read (the first conv, from one channel,
-    costs ~1 % of the second). The values are the one-pass path's to within a few ulps: on some CPUs (AVX2, not
-    AVX-512) oneDNN rounds the conv of one utterance differently from the batch's, and so the statistics."""
+    costs ~1 % of the second). The values are the one-pass path's to within a few ulps: on some CPUs (this
+    project's AVX2 machine among them) oneDNN rounds the conv of one utterance unlike the batch's, and so the
+    statistics."""
     conv1, norm = first[0], first[2]
     (kernel,), (stride,) = conv1.kernel_size, conv1.stride
     x = source.unsqueeze(1)
