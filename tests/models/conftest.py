@@ -2,6 +2,10 @@
 
 from __future__ import annotations
 
+import json
+from pathlib import Path
+from typing import Callable
+
 import pytest
 
 from w2v2.models.config import Wav2Vec2Config
@@ -16,3 +20,14 @@ TINY = dict(
 @pytest.fixture
 def tiny_cfg() -> Wav2Vec2Config:
     return Wav2Vec2Config.from_dict(TINY)
+
+
+def allocation_peak(run: Callable[[], object], folder: Path) -> int:
+    """The most bytes the tensors `run` allocates add up to at once ("Total Allocated" in the profiler's trace)."""
+    from torch.profiler import ProfilerActivity, profile
+
+    with profile(activities=[ProfilerActivity.CPU], profile_memory=True) as prof:
+        run()
+    prof.export_chrome_trace(str(folder / "trace.json"))
+    events = json.loads((folder / "trace.json").read_text())["traceEvents"]
+    return max((e["args"]["Total Allocated"] for e in events if e.get("name") == "[memory]"), default=0)

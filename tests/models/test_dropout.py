@@ -7,6 +7,7 @@ import torch
 import torch.nn.functional as F
 
 from w2v2.models.dropout import Dropout, apply_keep, apply_keep_, dropout, keep_mask
+from tests.models.conftest import allocation_peak
 
 
 @pytest.mark.parametrize("p", [0.05, 0.1, 0.5, 0.9])
@@ -89,3 +90,10 @@ def test_apply_keep_in_place_equals_apply_keep_and_writes_into_its_input():
     same = x.clone()
     out = apply_keep_(same, keep, 0.3)
     assert out.data_ptr() == same.data_ptr() and torch.equal(out, expected)
+
+
+def test_apply_keep_in_place_makes_no_copy_of_the_mask_in_the_inputs_dtype(tmp_path):
+    # `x.mul_(keep)` would: a float copy of the bool mask, as large as x (18 MB per FFN call at BASE)
+    x = torch.randn(512, 1024)
+    keep = keep_mask(x.shape, 0.1, torch.Generator().manual_seed(2))
+    assert allocation_peak(lambda: apply_keep_(x, keep, 0.1), tmp_path) < x.nbytes // 8

@@ -72,7 +72,7 @@ def test_packed_layers_give_the_padded_outputs_and_gradients(layer_norm_first, a
     for (a, b), (ref_a, ref_b) in zip(results, ref_results):
         assert a.shape == ref_a.shape
         torch.testing.assert_close(a.transpose(0, 1)[keep], ref_a.transpose(0, 1)[keep], rtol=1e-5, atol=1e-5)
-        torch.testing.assert_close(b.transpose(0, 1)[keep], ref_b.transpose(0, 1)[keep], rtol=1e-5, atol=1e-5)
+        assert b is None and ref_b is None  # no FFN outputs kept in training with gradients
     _loss(out, keep).backward()
     for name, p in encoder.named_parameters():
         torch.testing.assert_close(p.grad, ref_grads[name], rtol=1e-4, atol=1e-6, msg=name)
@@ -133,3 +133,21 @@ def test_checkpointed_packed_layers_match_the_unchecked_ones():
     torch.testing.assert_close(outs[1], outs[0])
     for a, b in zip(*grads):
         torch.testing.assert_close(a, b)
+
+
+def test_ffn_outputs_kept_only_without_gradients_or_out_of_training():
+    """fairseq's layer results pair each output with its FFN output; a training forward with gradients keeps
+    none (the step's memory peak), while evaluation and no-grad forwards, where they are read, keep them."""
+    encoder = _encoder()
+    x, padding = _batch()
+    for kept_padding in (padding, None):
+        _, results = encoder(x, kept_padding)
+        assert all(ffn is None for _, ffn in results)
+    with torch.no_grad():
+        _, training_no_grad = encoder(x, padding)
+    encoder.eval()
+    _, evaluation = encoder(x, padding)
+    assert len(training_no_grad) == len(evaluation) == TINY["encoder_layers"]
+    for (x_a, ffn_a), (x_b, ffn_b) in zip(training_no_grad, evaluation):
+        assert ffn_a is not None and ffn_a.shape == x_a.shape
+        torch.testing.assert_close(ffn_a, ffn_b)  # no dropout in this encoder: train and eval agree

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import json
 from typing import Dict, List
 
 import torch
@@ -14,7 +13,7 @@ from w2v2.models.ctc import Wav2Vec2Ctc
 from w2v2.models.feature_encoder import ConvFeatureExtractionModel, _normed_first_two_blocks
 from w2v2.models.transformer import MultiheadAttention
 from w2v2.models.wav2vec2 import Wav2Vec2Model
-from tests.models.conftest import TINY
+from tests.models.conftest import TINY, allocation_peak
 
 # the CNN frozen, so that what the Transformer layers keep dominates the count
 DROPOUTS = dict(dropout=0.2, attention_dropout=0.2, activation_dropout=0.2, feature_grad_mult=0.0)
@@ -173,24 +172,13 @@ def test_frozen_feature_encoder_runs_in_stretches_with_the_values_of_the_autogra
     torch.testing.assert_close(frozen, with_grad.detach(), rtol=1e-5, atol=1e-5)  # the fixtures' tolerance
 
 
-def _allocation_peak(run, folder) -> int:
-    """The most bytes the tensors `run` allocates add up to at once ("Total Allocated" in the profiler's trace)."""
-    from torch.profiler import ProfilerActivity, profile
-
-    with profile(activities=[ProfilerActivity.CPU], profile_memory=True) as prof:
-        run()
-    prof.export_chrome_trace(str(folder / "trace.json"))
-    events = json.loads((folder / "trace.json").read_text())["traceEvents"]
-    return max(e["args"]["Total Allocated"] for e in events if e.get("name") == "[memory]")
-
-
 def test_frozen_feature_encoder_never_holds_the_first_blocks_whole_output(tmp_path):
     torch.manual_seed(0)
     extractor = ConvFeatureExtractionModel([(64, 10, 5)] + [(64, 3, 2)] * 4 + [(64, 2, 2)] * 2)
     source = torch.randn(4, 160000)
     first_output = 4 * 64 * (160000 // 5) * 4  # bytes of the group-norm block's output for the batch
     with torch.no_grad():
-        frozen = _allocation_peak(lambda: extractor(source), tmp_path)
-    with_grad = _allocation_peak(lambda: extractor(source), tmp_path)
+        frozen = allocation_peak(lambda: extractor(source), tmp_path)
+    with_grad = allocation_peak(lambda: extractor(source), tmp_path)
     assert with_grad > 2 * first_output  # the first block's conv, norm and GELU outputs, kept for backward
     assert frozen < first_output

@@ -15,8 +15,9 @@ from w2v2.models.config import Wav2Vec2Config
 from w2v2.models.dropout import Dropout, dropout
 from w2v2.models.lean_autograd import LeanLayerNorm, gelu_dropout_linear, stacked_linear
 
-# (layer output (T, B, C), fc2 output before dropout and residual (T, B, C)) per layer
-LayerResult = Tuple[torch.Tensor, torch.Tensor]
+# (layer output (T, B, C), fc2 output before dropout and residual (T, B, C)) per layer; the second is None in a
+# training forward with gradients (see TransformerEncoder.forward)
+LayerResult = Tuple[torch.Tensor, Optional[torch.Tensor]]
 
 
 class WeightNormConv1d(nn.Module):
@@ -173,6 +174,11 @@ class TransformerEncoder(nn.Module):
     ) -> Tuple[torch.Tensor, Sequence[LayerResult]]:
         """Run the layers (up to and including `layer`, if given); LayerDrop skips layers in training.
 
+        Each layer's result pairs its output with its FFN output, as fairseq's does, except in a training forward
+        with gradients, where the FFN output is None: the backward does not need it, and kept it would hold a
+        (T, B, C) tensor per layer to the end of the forward, the step's memory peak (55 MB at BASE, 2 x 15 s).
+        The readers of FFN outputs, data2vec-style targets and feature extraction, run without gradients.
+
         A padded batch in training runs its layers on the real frames only (see `_packs`): every output at a
         frame that is not padding is what the padded computation gives, and the padding's outputs are zero."""
         if padding_mask is not None:
@@ -194,7 +200,7 @@ class TransformerEncoder(nn.Module):
         x = x.transpose(0, 1)  # (T, B, C) -> (B, T, C)
         if pad_length:
             x = x[:, :-pad_length]
-            results = [(a[:-pad_length], b[:-pad_length]) for a, b in results]
+            results = [(a[:-pad_length], None if b is None else b[:-pad_length]) for a, b in results]
         return x, results
 
     def _packs(self, layer: Optional[int], device: torch.device) -> bool:
@@ -211,6 +217,7 @@ class TransformerEncoder(nn.Module):
                     layer: Optional[int]) -> Tuple[torch.Tensor, List[LayerResult]]:
         """The last output (the input itself if LayerDrop skipped every layer) and each layer's result."""
         results: List[LayerResult] = []
+        keep_ffn = not (self.training and torch.is_grad_enabled())
         for i, block in enumerate(self.layers):
             if not self.training or self.layerdrop == 0 or float(torch.rand(())) > self.layerdrop:
                 if self.checkpoint_activations and torch.is_grad_enabled():
@@ -218,7 +225,7 @@ class TransformerEncoder(nn.Module):
                     x, ffn = checkpoint(block, x, padding_mask, lengths, use_reentrant=False)
                 else:
                     x, ffn = block(x, padding_mask, lengths)
-                results.append((x, ffn))
+                results.append((x, ffn if keep_ffn else None))
             if i == layer:
                 break
         return x, results
@@ -265,7 +272,8 @@ class PackedLayerResults(SequenceABC):
     def __getitem__(self, index):  # type: ignore[override]
         if isinstance(index, slice):
             return [self[i] for i in range(*index.indices(len(self)))]
-        return tuple(self._unpack(t) for t in self._packed[index])
+        x, _ = self._packed[index]
+        return self._unpack(x), None  # packing is for training with gradients, which keeps no FFN outputs
 
     def _unpack(self, packed: torch.Tensor) -> torch.Tensor:
         return unpack(packed, self._keep).transpose(0, 1)  # (T, B, C), as the padded run's
