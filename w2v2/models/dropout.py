@@ -38,7 +38,7 @@ def apply_keep(x: torch.Tensor, keep: torch.Tensor, p: float) -> torch.Tensor:
 
 
 def apply_keep_(x: torch.Tensor, keep: torch.Tensor, p: float) -> torch.Tensor:
-    """`apply_keep` in place, for an `x` nobody else holds: no second buffer of x's size (and ~1.2x faster).
+    """`apply_keep` in place, for an `x` nobody else holds: no second buffer of x's size.
 
     `where` writing into x, not `x.mul_(keep)`, which would make a copy of the mask in x's dtype first."""
     return torch.where(keep, x, x.new_zeros(()), out=x).mul_(1.0 / (1.0 - p))
