@@ -1,6 +1,7 @@
 """Where a training step's memory peaks: RSS sampled every 5 ms through forward, backward and optimizer of each
-step, and the most the step's own tensors add up to (torch.profiler's allocation records), ours against
-transformers, each in a fresh process (the same models and batch as bench_step.py).
+step, the most the step's own tensors add up to (torch.profiler's allocation records), and glibc's heap at the
+RSS peak (`mallinfo2`: the free chunks it keeps are the gap between the two), ours against transformers, each in a
+fresh process (the same models and batch as bench_step.py).
 
     PYTHONPATH=. python benchmarks/bench_memory.py --tasks ctc --impls ours hf --steps 4 [--malloc return-freed]
 
@@ -18,13 +19,15 @@ faulted in; `w2v2.devices.return_freed_cpu_memory`, which w2v2's CPU training se
 from __future__ import annotations
 
 import argparse
+import ctypes
+import ctypes.util
 import json
 import sys
 import tempfile
 import threading
 import time
 from pathlib import Path
-from typing import Any, Dict, List
+from typing import Any, Callable, Dict, List, Optional
 
 HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE))
@@ -35,6 +38,33 @@ from bench_step import parse_options, run_worker  # noqa: E402
 def _rss() -> int:
     with open("/proc/self/statm") as f:
         return int(f.read().split()[1]) * 4096
+
+
+class _Mallinfo2(ctypes.Structure):
+    """glibc's `struct mallinfo2` (glibc >= 2.33), in its field order."""
+
+    _fields_ = [(name, ctypes.c_size_t) for name in
+                ("arena", "ordblks", "smblks", "hblks", "hblkhd", "usmblks", "fsmblks", "uordblks", "fordblks", "keepcost")]
+
+
+def _heap_reader() -> Optional[Callable[[], Dict[str, float]]]:
+    """A function giving glibc's heap in GB (its size, what is in use, the free chunks it keeps, the buffers
+    mapped on their own), or None where the C library has no `mallinfo2`."""
+    name = ctypes.util.find_library("c")
+    try:
+        libc = ctypes.CDLL(name) if name else None
+    except OSError:
+        return None
+    if libc is None or not hasattr(libc, "mallinfo2"):
+        return None
+    libc.mallinfo2.restype = _Mallinfo2
+
+    def read() -> Dict[str, float]:
+        info = libc.mallinfo2()
+        return {"heap": info.arena / 1e9, "in_use": info.uordblks / 1e9, "free": info.fordblks / 1e9,
+                "mapped": info.hblkhd / 1e9}
+
+    return read
 
 
 def _step_tensor_peak(step: Any) -> int:
@@ -80,10 +110,16 @@ def worker(spec: Dict[str, Any]) -> Dict[str, Any]:
     torch.Tensor.backward = timed_backward
     step()
     samples, done = [], threading.Event()
+    heap, at_peak = _heap_reader(), {}
 
     def sample() -> None:
+        highest = 0
         while not done.is_set():
-            samples.append((time.perf_counter(), _rss()))
+            rss = _rss()
+            samples.append((time.perf_counter(), rss))
+            if heap is not None and rss > highest:  # glibc's heap at the highest RSS seen so far
+                highest = rss
+                at_peak.update(heap())
             time.sleep(0.005)
 
     sampler = threading.Thread(target=sample)
@@ -101,7 +137,8 @@ def worker(spec: Dict[str, Any]) -> Dict[str, Any]:
     sampler.join()
     torch.Tensor.backward = backward
     return {**spec, "phases_gb": phases, "peak_gb": max(gb for p in phases for gb in p if gb == gb),
-            "step_tensor_peak_gb": _step_tensor_peak(step) / 1e9, "audio_seconds": batch.seconds}
+            "heap_at_peak_gb": at_peak or None, "step_tensor_peak_gb": _step_tensor_peak(step) / 1e9,
+            "audio_seconds": batch.seconds}
 
 
 def main(argv: List[str]) -> None:
@@ -136,8 +173,10 @@ def main(argv: List[str]) -> None:
             run = run_worker(spec, sys.executable, script=Path(__file__).resolve())
             runs.append(run)
             steps = "  ".join("/".join(f"{gb:.2f}" for gb in phase) for phase in run["phases_gb"])
+            heap = run["heap_at_peak_gb"]
+            kept = f"  glibc's free chunks at the peak {heap['free']:.2f} GB" if heap else ""
             print(f"{task} {args.size} {args.batches} {impl:4}  peak RSS {run['peak_gb']:.2f} GB  step's tensors at most "
-                  f"{run['step_tensor_peak_gb']:.2f} GB  forward/backward/optimizer per step: {steps}")
+                  f"{run['step_tensor_peak_gb']:.2f} GB{kept}  forward/backward/optimizer per step: {steps}")
     sys.path.insert(0, str(HERE.parent))
     from w2v2.fileio import write_text_atomically
 

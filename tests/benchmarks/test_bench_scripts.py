@@ -72,6 +72,9 @@ def test_bench_memory_reports_each_phase_of_each_step(tmp_path, malloc):
     # the step's own tensors are part of what the process holds
     assert 0 < run["step_tensor_peak_gb"] < run["peak_gb"]
     assert "peak RSS" in printed
+    heap = run["heap_at_peak_gb"]  # glibc's heap at the RSS peak (this machine's C library is glibc >= 2.33)
+    assert 0 < heap["in_use"] <= heap["heap"] and heap["free"] >= 0 and heap["heap"] + heap["mapped"] < 2 * run["peak_gb"]
+    assert "free chunks at the peak" in printed
 
 
 def test_bench_memory_option_reaches_our_model(tmp_path):
