@@ -20,7 +20,6 @@ from __future__ import annotations
 
 import argparse
 import ctypes
-import ctypes.util
 import json
 import sys
 import tempfile
@@ -50,11 +49,9 @@ class _Mallinfo2(ctypes.Structure):
 def _heap_reader() -> Optional[Callable[[], Dict[str, float]]]:
     """A function giving glibc's heap in GB (its size, what is in use, the free chunks it keeps, the buffers
     mapped on their own), or None where the C library has no `mallinfo2`."""
-    name = ctypes.util.find_library("c")
-    try:
-        libc = ctypes.CDLL(name) if name else None
-    except OSError:
-        return None
+    from w2v2 import devices
+
+    libc = devices.glibc()
     if libc is None or not hasattr(libc, "mallinfo2"):
         return None
     libc.mallinfo2.restype = _Mallinfo2

@@ -306,7 +306,7 @@ def empty_cache(device: Any) -> None:
         module.empty_cache()
 
 
-def _glibc() -> Optional[Any]:
+def glibc() -> Optional[Any]:
     """The process's C library when it is glibc (the one with `mallopt`), else None."""
     name = ctypes.util.find_library("c")
     try:
@@ -347,4 +347,4 @@ def _tunable_glibc(env: Mapping[str, str], libc: Optional[Any]) -> Optional[Any]
     if env.get("W2V2_KEEP_FREED_MEMORY", "1") == "0" or "glibc.malloc." in tunables or any(
             key.startswith("MALLOC_") and key.endswith("_") for key in env):
         return None
-    return libc if libc is not None else _glibc()
+    return libc if libc is not None else glibc()
